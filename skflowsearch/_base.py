@@ -1,0 +1,268 @@
+"""What every flow estimator of the package shares: input validation, the
+normalizing map, training one final flow, scoring, sampling and persistence.
+
+Subclasses decide only which masks the final flow gets (``_choose_masks``).
+"""
+
+import copy
+import numbers
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._device import resolve_device, resolve_devices
+from ._masks import check_hidden_layer_sizes, effective_n_parameters
+from ._preprocessing import fit_affine_normalizer
+from ._training import TrainingConfig, fit_flows
+
+_SEED_HIGH = 2**63 - 1
+_SCORE_CHUNK = 65536
+
+
+def draw_seeds(rng, n):
+    """``n`` integer seeds from a numpy RandomState, for torch generators."""
+    return [int(s) for s in rng.randint(0, 2**62, size=n, dtype=np.int64)]
+
+
+class BaseFlow(DensityMixin, BaseEstimator):
+    """Base class of the flow density estimators. Not for direct use."""
+
+    # --- validation ----------------------------------------------------------------
+
+    def _check_params(self):
+        check_scalar(self.n_layers, "n_layers", numbers.Integral, min_val=1)
+        check_hidden_layer_sizes(self.hidden_layer_sizes)
+        check_scalar(self.max_epochs, "max_epochs", numbers.Integral, min_val=1)
+        check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
+        check_scalar(self.learning_rate, "learning_rate", numbers.Real, min_val=0, include_boundaries="neither")
+        check_scalar(self.weight_decay, "weight_decay", numbers.Real, min_val=0)
+        check_scalar(
+            self.validation_fraction, "validation_fraction", numbers.Real,
+            min_val=0, max_val=1, include_boundaries="neither",
+        )
+        check_scalar(self.n_iter_no_change, "n_iter_no_change", numbers.Integral, min_val=1)
+        check_scalar(self.max_log_scale, "max_log_scale", numbers.Real, min_val=0, include_boundaries="neither")
+
+    def _training_config(self, max_epochs=None):
+        return TrainingConfig(
+            hidden_layer_sizes=check_hidden_layer_sizes(self.hidden_layer_sizes),
+            actnorm=bool(self.actnorm),
+            max_log_scale=float(self.max_log_scale),
+            max_epochs=int(self.max_epochs if max_epochs is None else max_epochs),
+            batch_size=int(self.batch_size),
+            learning_rate=float(self.learning_rate),
+            weight_decay=float(self.weight_decay),
+            n_iter_no_change=int(self.n_iter_no_change),
+        )
+
+    def _validate_fit_data(self, X):
+        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2, ensure_min_features=1)
+        n_samples, n_features = X.shape
+        if n_features < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 features for a coupling layer to "
+                f"split them; got {n_features} feature(s). For one feature use e.g. "
+                "sklearn.neighbors.KernelDensity."
+            )
+        n_val = self._n_validation(n_samples)
+        if n_samples - n_val < 2:
+            raise ValueError(
+                f"n_samples = {n_samples} is too few: with validation_fraction="
+                f"{self.validation_fraction} at least 2 rows must remain for training "
+                f"and 1 for validation."
+            )
+        return X
+
+    def _n_validation(self, n_samples):
+        return max(1, int(round(self.validation_fraction * n_samples)))
+
+    # --- fitting ---------------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Fit the flow to ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; a ``validation_fraction`` of its rows is held out
+            for early stopping.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._check_params()
+        X = self._validate_fit_data(X)
+        rng = check_random_state(self.random_state)
+        devices = resolve_devices(self.device)
+
+        self.mean_, self.scale_, self.input_matrix_, self.input_log_det_ = fit_affine_normalizer(
+            X, whiten=self.whiten
+        )
+        Z = (X - self.mean_) @ self.input_matrix_
+        order = rng.permutation(X.shape[0])
+        n_val = self._n_validation(X.shape[0])
+        Z_train, Z_val = Z[order[n_val:]], Z[order[:n_val]]
+
+        masks = self._choose_masks(Z_train, Z_val, rng, devices)
+        (init_seed, batch_seed) = draw_seeds(rng, 2)
+        result = fit_flows(
+            masks[None],
+            Z_train,
+            Z_val,
+            seeds=[init_seed],
+            batch_seed=batch_seed,
+            config=self._training_config(),
+            device=devices[0],
+            epoch_callback=self._print_epoch if self.verbose >= self._epoch_verbose_level else None,
+        )
+        self._store_result(masks, result, devices[0])
+        return self
+
+    # The verbose level from which the final training prints one line per epoch.
+    _epoch_verbose_level = 1
+
+    def _choose_masks(self, Z_train, Z_val, rng, devices):
+        raise NotImplementedError
+
+    def _print_epoch(self, epoch, train_loss, validation_score):
+        print(
+            f"[{type(self).__name__}] epoch {epoch:4d}  train NLL {train_loss[0]:.4f}  "
+            f"validation log-likelihood {validation_score[0] + self.input_log_det_:.4f}"
+        )
+
+    def _store_result(self, masks, result, device):
+        if result.diverged[0]:
+            if not np.isfinite(result.best_validation_score[0]):
+                raise ValueError(
+                    "training diverged before reaching a finite validation log-likelihood; "
+                    "check the data for extreme values or lower learning_rate."
+                )
+            warnings.warn(
+                f"training diverged (NaN/inf loss) after {result.n_epochs[0]} epochs; the "
+                f"weights of epoch {result.best_epoch[0]} were restored. Consider a lower "
+                "learning_rate or max_log_scale.",
+                RuntimeWarning,
+            )
+        self.masks_ = np.asarray(masks, dtype=bool)
+        # Kept in float64 so that scores agree row by row whatever the batch.
+        self.flow_ = result.module.double().to(device)
+        self.device_ = str(device)
+        self.loss_curve_ = result.train_loss[: result.n_epochs[0], 0]
+        self.validation_scores_ = (
+            result.validation_score[: result.n_epochs[0] + 1, 0] + self.input_log_det_
+        )
+        self.best_validation_score_ = float(result.best_validation_score[0] + self.input_log_det_)
+        self.n_epochs_ = int(result.n_epochs[0])
+        self.best_epoch_ = int(result.best_epoch[0])
+        self.n_parameters_ = effective_n_parameters(
+            self.masks_, self._training_config().hidden_layer_sizes, self.actnorm
+        )
+
+    # --- inference -----------------------------------------------------------------
+
+    def _flow_input(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return (X - self.mean_) @ self.input_matrix_
+
+    def score_samples(self, X):
+        """Log-density of each row of ``X`` in the original feature space.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,)
+            In nats, including the log-Jacobian of the internal normalization.
+        """
+        Z = self._flow_input(X)
+        device = self.flow_.masks.device
+        out = np.empty(Z.shape[0])
+        with torch.no_grad():
+            for start in range(0, Z.shape[0], _SCORE_CHUNK):
+                chunk = torch.from_numpy(Z[start : start + _SCORE_CHUNK]).to(device)
+                out[start : start + chunk.shape[0]] = self.flow_.log_prob(chunk)[0].cpu().numpy()
+        return out + self.input_log_det_
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of ``X`` (nats per row); higher is better.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw samples from the fitted density.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, RandomState instance or None, default=None
+            Seeds the base noise; the same seed gives the same samples.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            Samples in the original feature space.
+        """
+        check_is_fitted(self)
+        check_scalar(n_samples, "n_samples", numbers.Integral, min_val=1)
+        (seed,) = draw_seeds(check_random_state(random_state), 1)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            Z = self.flow_.sample(int(n_samples), generator)[0].cpu().numpy()
+        return np.linalg.solve(self.input_matrix_.T, Z.T).T + self.mean_
+
+    # --- persistence ---------------------------------------------------------------
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        flow = state.get("flow_")
+        if flow is not None and flow.masks.device.type != "cpu":
+            state["flow_"] = copy.deepcopy(flow).cpu()
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        flow = state.get("flow_")
+        if flow is not None and getattr(self, "device_", "cpu") != "cpu":
+            try:
+                self.flow_ = flow.to(resolve_device(self.device_))
+            except ValueError:
+                warnings.warn(
+                    f"this estimator was fitted on {self.device_}, which is not available; "
+                    "it computes on the CPU.",
+                    UserWarning,
+                )
+                self.device_ = "cpu"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # CUDA kernels may reduce in a different order from run to run.
+        tags.non_deterministic = any(d.type == "cuda" for d in _safe_devices(self.device))
+        return tags
+
+
+def _safe_devices(device):
+    try:
+        return resolve_devices(device)
+    except ValueError:
+        return []

@@ -1,0 +1,259 @@
+"""Maximum-likelihood training of a :class:`~skflowsearch._nn.CouplingFlowStack`.
+
+One loop trains a single flow or a whole population: all members see the same
+minibatches, their mean negative log-likelihoods are summed, gradients are
+clipped per member, and every member has its own early stopping, best-weights
+restore and divergence guard. Nothing in the loop mixes members, so a member's
+result does not depend on the others it was trained with (up to floating-point
+rounding).
+"""
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ._nn import CouplingFlowStack
+
+_EVAL_CHUNK = 16384
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Architecture and optimisation settings shared by every flow of a fit.
+
+    Plain picklable data, so it travels to joblib workers with the masks.
+    """
+
+    hidden_layer_sizes: tuple = (64, 64)
+    actnorm: bool = True
+    max_log_scale: float = 3.0
+    max_epochs: int = 200
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    n_iter_no_change: int = 20
+    tol: float = 1e-4
+    max_grad_norm: float = 5.0
+
+    def with_max_epochs(self, max_epochs):
+        return replace(self, max_epochs=int(max_epochs))
+
+
+@dataclass
+class TrainingResult:
+    """Outcome of :func:`train_flows`, one entry per member.
+
+    Attributes
+    ----------
+    module : CouplingFlowStack
+        On the CPU, holding each member's best weights.
+    train_loss : ndarray of shape (n_epochs, n_members)
+        Mean training negative log-likelihood (nats) of each epoch; NaN for
+        epochs after a member stopped.
+    validation_score : ndarray of shape (n_epochs + 1, n_members)
+        Mean validation log-likelihood before training (row 0) and after each
+        epoch; NaN after a member stopped.
+    best_validation_score : ndarray of shape (n_members,)
+    best_epoch : ndarray of shape (n_members,)
+        Epoch of the restored weights (0 = the initial ones).
+    n_epochs : ndarray of shape (n_members,)
+        Epochs each member was trained for.
+    diverged : ndarray of shape (n_members,)
+        True where the training loss or validation score became NaN or inf.
+    seconds : float
+        Wall time of the training loop.
+    """
+
+    module: CouplingFlowStack
+    train_loss: np.ndarray
+    validation_score: np.ndarray
+    best_validation_score: np.ndarray
+    best_epoch: np.ndarray
+    n_epochs: np.ndarray
+    diverged: np.ndarray
+    seconds: float
+
+
+def mean_log_prob(module, X):
+    """Mean log-likelihood of rows ``X`` under each member, shape (n_members,)."""
+    total = torch.zeros(module.n_members, dtype=X.dtype, device=X.device)
+    for start in range(0, X.shape[0], _EVAL_CHUNK):
+        total += module.log_prob(X[start : start + _EVAL_CHUNK]).sum(dim=1)
+    return total / X.shape[0]
+
+
+def _clip_grad_norm_per_member(parameters, max_norm):
+    """Scale each member's gradient so its global norm is at most ``max_norm``."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    squared = sum(g.pow(2).flatten(1).sum(dim=1) for g in grads)
+    scale = (max_norm / (squared.sqrt() + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+
+
+def fit_flows(masks, X_train, X_val, *, seeds, batch_seed, config, device, epoch_callback=None):
+    """Build a :class:`CouplingFlowStack` for ``masks`` and train it.
+
+    Parameters
+    ----------
+    masks : ndarray of shape (n_members, n_layers, n_features)
+    X_train, X_val : ndarray
+        Rows in the flow's (normalized) input space.
+    seeds : sequence of int
+        One weight-initialisation seed per member.
+    batch_seed : int
+    config : TrainingConfig
+    device : torch.device
+    epoch_callback : callable, optional
+        See :func:`train_flows`.
+
+    Returns
+    -------
+    TrainingResult
+    """
+    module = CouplingFlowStack(
+        torch.as_tensor(np.asarray(masks, dtype=bool)),
+        config.hidden_layer_sizes,
+        seeds,
+        actnorm=config.actnorm,
+        max_log_scale=config.max_log_scale,
+    )
+    return train_flows(
+        module,
+        X_train,
+        X_val,
+        max_epochs=config.max_epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        n_iter_no_change=config.n_iter_no_change,
+        tol=config.tol,
+        max_grad_norm=config.max_grad_norm,
+        batch_seed=batch_seed,
+        device=device,
+        epoch_callback=epoch_callback,
+    )
+
+
+def train_flows(
+    module,
+    X_train,
+    X_val,
+    *,
+    max_epochs,
+    batch_size,
+    learning_rate,
+    weight_decay,
+    n_iter_no_change,
+    tol,
+    max_grad_norm,
+    batch_seed,
+    device,
+    epoch_callback=None,
+):
+    """Train every member of ``module`` on the same minibatches.
+
+    Parameters
+    ----------
+    module : CouplingFlowStack
+        Moved to ``device`` and trained in place; its ActNorm layers are
+        initialised from the training data if they were not yet.
+    X_train, X_val : ndarray of shape (n, n_features)
+        Training rows and the validation rows used for early stopping.
+    max_epochs : int
+    batch_size : int
+    learning_rate, weight_decay : float
+        Of the AdamW optimizer.
+    n_iter_no_change : int
+        A member stops once its validation score has not improved by more
+        than ``tol`` for this many epochs.
+    tol : float
+    max_grad_norm : float
+    batch_seed : int
+        Seeds the minibatch order (shared by all members).
+    device : torch.device
+    epoch_callback : callable, optional
+        Called as ``epoch_callback(epoch, train_loss, validation_score)`` with
+        numpy arrays of shape (n_members,) after each epoch.
+
+    Returns
+    -------
+    TrainingResult
+    """
+    start_time = time.perf_counter()
+    dtype = module.masks.dtype
+    module.to(device)
+    X_train = torch.tensor(np.asarray(X_train), dtype=dtype, device=device)
+    X_val = torch.tensor(np.asarray(X_val), dtype=dtype, device=device)
+    n_train, n_members = X_train.shape[0], module.n_members
+    batch_size = min(int(batch_size), n_train)
+
+    module.initialize_actnorm(X_train[:4096])
+    parameters = list(module.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(int(batch_seed))
+
+    with torch.no_grad():
+        best_score = mean_log_prob(module, X_val)
+    best_state = {k: v.clone() for k, v in module.state_dict().items()}
+    active = torch.isfinite(best_score)
+    diverged = ~active
+    best_score = torch.where(active, best_score, torch.full_like(best_score, -torch.inf))
+    best_epoch = torch.zeros(n_members, dtype=torch.long, device=device)
+    n_epochs = torch.zeros(n_members, dtype=torch.long, device=device)
+    train_losses, val_scores = [], [best_score.cpu().numpy()]
+
+    for epoch in range(1, max_epochs + 1):
+        if not bool(active.any()):
+            break
+        module.train()
+        order = torch.randperm(n_train, generator=generator).to(device)
+        epoch_loss = torch.zeros(n_members, dtype=dtype, device=device)
+        for begin in range(0, n_train - batch_size + 1, batch_size):
+            # Drop the last incomplete batch: every step has the same size.
+            batch = X_train[order[begin : begin + batch_size]]
+            loss = -module.log_prob(batch).mean(dim=1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            _clip_grad_norm_per_member(parameters, max_grad_norm)
+            optimizer.step()
+            epoch_loss += loss.detach()
+        epoch_loss /= n_train // batch_size
+        module.eval()
+        with torch.no_grad():
+            score = mean_log_prob(module, X_val)
+
+        blew_up = active & ~(torch.isfinite(epoch_loss) & torch.isfinite(score))
+        diverged |= blew_up
+        n_epochs += active.long()
+        was_active = active.clone()
+        active &= ~blew_up
+        improved = active & (score > best_score + tol)
+        if bool(improved.any()):
+            for name, tensor in module.state_dict().items():
+                if tensor.dim() > 0:
+                    best_state[name][improved] = tensor[improved]
+            best_score = torch.where(improved, score, best_score)
+            best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
+        active &= (epoch - best_epoch) < n_iter_no_change
+
+        nan = torch.full_like(score, torch.nan)
+        train_losses.append(torch.where(was_active, epoch_loss, nan).cpu().numpy())
+        val_scores.append(torch.where(was_active, score, nan).cpu().numpy())
+        if epoch_callback is not None:
+            epoch_callback(epoch, train_losses[-1], val_scores[-1])
+
+    module.load_state_dict(best_state)
+    module.to("cpu").eval()
+    return TrainingResult(
+        module=module,
+        train_loss=np.array(train_losses).reshape(-1, n_members),
+        validation_score=np.array(val_scores),
+        best_validation_score=best_score.cpu().numpy(),
+        best_epoch=best_epoch.cpu().numpy(),
+        n_epochs=n_epochs.cpu().numpy(),
+        diverged=diverged.cpu().numpy(),
+        seconds=time.perf_counter() - start_time,
+    )
