@@ -2,7 +2,8 @@
 with an evolutionary search over the coupling masks."""
 
 from ._coupling_flow import CouplingFlow
+from ._search_flow import StructureSearchFlow
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["CouplingFlow", "__version__"]
+__all__ = ["CouplingFlow", "StructureSearchFlow", "__version__"]

@@ -112,14 +112,14 @@ class BaseFlow(DensityMixin, BaseEstimator):
         Z_train, Z_val = Z[order[n_val:]], Z[order[:n_val]]
 
         masks = self._choose_masks(Z_train, Z_val, rng, devices)
-        (init_seed, batch_seed) = draw_seeds(rng, 2)
+        config, init_seed, batch_seed = self._final_training_plan(masks, rng)
         result = fit_flows(
             masks[None],
             Z_train,
             Z_val,
             seeds=[init_seed],
             batch_seed=batch_seed,
-            config=self._training_config(),
+            config=config,
             device=devices[0],
             epoch_callback=self._print_epoch if self.verbose >= self._epoch_verbose_level else None,
         )
@@ -130,7 +130,13 @@ class BaseFlow(DensityMixin, BaseEstimator):
     _epoch_verbose_level = 1
 
     def _choose_masks(self, Z_train, Z_val, rng, devices):
+        """Masks of the final flow, an (n_layers, n_features) bool array."""
         raise NotImplementedError
+
+    def _final_training_plan(self, masks, rng):
+        """``(config, init_seed, batch_seed)`` of the final flow's training."""
+        init_seed, batch_seed = draw_seeds(rng, 2)
+        return self._training_config(), init_seed, batch_seed
 
     def _print_epoch(self, epoch, train_loss, validation_score):
         print(

@@ -1,0 +1,130 @@
+"""Fitness of coupling-mask genomes: short training runs, grouped and parallel.
+
+The fitness of a genome is the validation mean log-likelihood of a flow with
+those masks after a short training budget, minus an optional size penalty.
+It is a pure function of the genome and the search seed: a genome's weight
+seed is derived from its bits, and every candidate sees the same minibatch
+order. Results therefore do not depend on ``n_jobs``, on worker order or on
+which other candidates share its group.
+
+Genomes are trained in groups as one population-stacked model (see
+:mod:`skflowsearch._nn`); joblib spreads the groups over worker processes and
+devices, and workers receive masks and data, never live modules.
+"""
+
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from sklearn.utils.parallel import Parallel, delayed
+
+from ._masks import effective_n_parameters
+from ._training import fit_flows
+
+# Torch threads of one training task. One thread per task makes a fitness the
+# same whatever n_jobs is (thread count can change float reductions), and
+# n_jobs tasks then never oversubscribe n_jobs cores.
+_THREADS_PER_TASK = 1
+
+
+def genome_seed(search_seed, genome):
+    """Weight-initialisation seed of ``genome``, fixed for a search."""
+    genome = np.asarray(genome, dtype=bool)
+    words = [int(search_seed) % 2**32, *genome.shape, *np.packbits(genome).tolist()]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@contextmanager
+def _torch_threads(n_threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_group(masks, Z_train, Z_val, seeds, batch_seed, config, device, n_threads):
+    """Train one group of candidates; runs in a joblib worker.
+
+    Returns plain numpy data: the best validation score and divergence flag of
+    each member, or an error message when training raised.
+    """
+    try:
+        with _torch_threads(n_threads):
+            result = fit_flows(
+                masks, Z_train, Z_val, seeds=seeds, batch_seed=batch_seed, config=config, device=device
+            )
+    except (RuntimeError, ValueError, MemoryError) as exc:  # e.g. CUDA out of memory
+        n = len(masks)
+        return np.full(n, -np.inf), np.ones(n, dtype=bool), f"{type(exc).__name__}: {exc}"
+    return result.best_validation_score, result.diverged, None
+
+
+class PopulationEvaluator:
+    """The ``evaluate`` callable handed to :func:`~skflowsearch._evolution.mu_plus_lambda`.
+
+    Parameters
+    ----------
+    Z_train, Z_val : ndarray
+        Training and validation rows in the flow's input space.
+    config : TrainingConfig
+        With the fitness budget as ``max_epochs``.
+    search_seed, batch_seed : int
+    devices : list of torch.device
+        Groups are assigned to them round-robin.
+    n_jobs : int or None
+        As in scikit-learn; an enclosing ``joblib.parallel_config`` (dask,
+        ray, ...) is respected.
+    group_size : int
+        Candidates trained together as one stacked model.
+    size_penalty : float
+        Subtracted from the fitness per effective parameter.
+    score_offset : float
+        Added to every finite fitness (the normalizer's log-determinant, so
+        fitness is a log-likelihood in the original feature space).
+    """
+
+    def __init__(self, Z_train, Z_val, *, config, search_seed, batch_seed, devices, n_jobs,
+                 group_size, size_penalty, score_offset):
+        self.Z_train = Z_train
+        self.Z_val = Z_val
+        self.config = config
+        self.search_seed = search_seed
+        self.batch_seed = batch_seed
+        self.devices = devices
+        self.n_jobs = n_jobs
+        self.group_size = group_size
+        self.size_penalty = size_penalty
+        self.score_offset = score_offset
+        self.errors = []
+
+    def __call__(self, genomes):
+        genomes = np.stack([np.asarray(g, dtype=bool) for g in genomes])
+        groups = [slice(i, i + self.group_size) for i in range(0, len(genomes), self.group_size)]
+        outputs = Parallel(n_jobs=self.n_jobs)(
+            delayed(_train_group)(
+                genomes[group],
+                self.Z_train,
+                self.Z_val,
+                [genome_seed(self.search_seed, g) for g in genomes[group]],
+                self.batch_seed,
+                self.config,
+                self.devices[i % len(self.devices)],
+                _THREADS_PER_TASK,
+            )
+            for i, group in enumerate(groups)
+        )
+        scores = np.concatenate([scores for scores, _, _ in outputs])
+        diverged = np.concatenate([diverged for _, diverged, _ in outputs])
+        for _, _, error in outputs:
+            if error is not None:
+                self.errors.append(error)
+                warnings.warn(f"a group of candidates failed to train and gets the worst "
+                              f"fitness: {error}", RuntimeWarning)
+        penalty = self.size_penalty * effective_n_parameters(
+            genomes, self.config.hidden_layer_sizes, self.config.actnorm
+        )
+        fitness = scores + self.score_offset - penalty
+        return np.where(diverged | ~np.isfinite(fitness), -np.inf, fitness)
