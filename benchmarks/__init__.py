@@ -1,0 +1,1 @@
+"""Benchmarks and classical density baselines for skflowsearch."""

@@ -1,0 +1,262 @@
+import functools
+import time
+
+import numpy as np
+import pytest
+
+from skflowsearch import _operators as ops
+from skflowsearch._evolution import mu_plus_lambda
+
+SHAPE = (6, 8)
+TARGET = ops.random_genome(*SHAPE, np.random.default_rng(2024))
+RECORD_KEYS = ["generation", "n_evaluations", "n_failed", "best", "mean", "std", "worst",
+               "seconds"]
+
+
+def hamming_fitness(genomes):
+    return np.array([-float((g != TARGET).sum()) for g in genomes])
+
+
+class Recorder:
+    """Wrap a fitness function, remembering every batch it is called with."""
+
+    def __init__(self, fitness):
+        self.fitness = fitness
+        self.batches = []
+
+    def __call__(self, genomes):
+        self.batches.append([ops.genome_key(g) for g in genomes])
+        return self.fitness(genomes)
+
+
+def run(evaluate=hamming_fitness, seed=0, n_init=20, **kwargs):
+    rng = np.random.default_rng(seed)
+    population = [ops.random_genome(*SHAPE, rng) for _ in range(n_init)]
+    params = dict(mu=20, n_offspring=40, cxpb=0.4, mutpb=0.5, n_generations=30,
+                  mate=ops.crossover,
+                  mutate=functools.partial(ops.mutate, rate=1 / TARGET.size), rng=rng)
+    params.update(kwargs)
+    return mu_plus_lambda(population, evaluate, **params)
+
+
+def stop_at_optimum(record, population, fitness):
+    return record["best"] == 0
+
+
+def test_target_is_valid():
+    assert ops.is_valid(TARGET)
+
+
+def test_finds_hidden_target():
+    population, fitness, logbook, _ = run(n_generations=100, callback=stop_at_optimum)
+    assert fitness[0] == 0
+    np.testing.assert_array_equal(population[0], TARGET)
+    assert logbook[-1]["best"] == 0 and len(logbook) <= 101
+    assert logbook[0]["best"] < 0  # the search, not the initial draw, found it
+
+
+def test_returns_and_logbook_shape():
+    population, fitness, logbook, evaluations = run(n_generations=5)
+    assert len(population) == 20 and fitness.shape == (20,)
+    assert all(ops.is_valid(g) for g in population)
+    assert list(fitness) == sorted(fitness, reverse=True)  # best first
+    np.testing.assert_array_equal(fitness, hamming_fitness(population))
+    assert [r["generation"] for r in logbook] == list(range(6))
+    assert all(list(r) == RECORD_KEYS for r in logbook)
+    assert logbook[0]["n_evaluations"] == 20
+    assert sum(r["n_evaluations"] for r in logbook) == len(evaluations)
+    for genome, value in evaluations:
+        assert value == hamming_fitness([genome])[0]
+    last = logbook[-1]
+    assert last["best"] == fitness.max() and last["worst"] == fitness.min()
+    assert last["mean"] == pytest.approx(fitness.mean())
+    assert last["std"] == pytest.approx(fitness.std())
+
+
+def test_elitism():
+    bests = []
+
+    def callback(record, population, fitness):
+        np.testing.assert_array_equal(fitness, hamming_fitness(population))
+        bests.append(fitness.max())
+
+    _, _, logbook, _ = run(n_generations=25, cxpb=0.2, mutpb=0.3, callback=callback)
+    best = [r["best"] for r in logbook]
+    assert best == bests
+    assert all(b1 >= b0 for b0, b1 in zip(best, best[1:]))
+    assert best[-1] > best[0]
+
+
+def test_evaluate_never_sees_a_genome_twice():
+    evaluate = Recorder(hamming_fitness)
+    run(evaluate, n_generations=30, cxpb=0.5, mutpb=0.2)  # many copies and repeats
+    keys = [k for batch in evaluate.batches for k in batch]
+    assert all(evaluate.batches)  # never an empty call
+    assert len(keys) == len(set(keys))
+    assert len(evaluate.batches) <= 31
+
+
+def test_duplicate_initial_population():
+    evaluate = Recorder(hamming_fitness)
+    genome = ops.random_genome(*SHAPE, np.random.default_rng(5))
+    population, fitness, logbook, evaluations = mu_plus_lambda(
+        [genome, genome.copy(), genome.copy()], evaluate, mu=3, n_offspring=4, cxpb=0.0,
+        mutpb=0.0, n_generations=2, mate=ops.crossover,
+        mutate=functools.partial(ops.mutate, rate=0.1), rng=np.random.default_rng(0))
+    # Only copies are made, so nothing new is ever evaluated.
+    assert len(evaluate.batches) == 1 and len(evaluate.batches[0]) == 1
+    assert [r["n_evaluations"] for r in logbook] == [1, 0, 0]
+    assert len(population) == 3 and len(evaluations) == 1  # fewer than mu unique: repeats kept
+
+
+def test_selection_prefers_unique_genomes():
+    population, _, _, _ = run(n_generations=10, cxpb=0.0, mutpb=0.3)  # 70% copies
+    keys = [ops.genome_key(g) for g in population]
+    assert len(set(keys)) == len(keys)
+
+
+def test_initial_population_larger_than_mu():
+    rng = np.random.default_rng(3)
+    population = [ops.random_genome(*SHAPE, rng) for _ in range(30)]
+    top = np.sort(hamming_fitness(population))[::-1][:10]
+    kept, fitness, logbook, _ = mu_plus_lambda(
+        population, hamming_fitness, mu=10, n_offspring=5, cxpb=0.5, mutpb=0.5,
+        n_generations=0, mate=ops.crossover,
+        mutate=functools.partial(ops.mutate, rate=0.1), rng=rng)
+    assert len(kept) == 10 and len(logbook) == 1
+    np.testing.assert_array_equal(fitness, top)
+
+
+def test_offspring_win_ties_on_plateau():
+    seen = {}
+
+    def flat(genomes):
+        return np.zeros(len(genomes))
+
+    def callback(record, population, fitness):
+        seen[record["generation"]] = {ops.genome_key(g) for g in population}
+
+    _, _, logbook, evaluations = run(flat, n_init=5, mu=5, n_offspring=20, cxpb=0.0,
+                                     mutpb=1.0, n_generations=1, callback=callback)
+    assert logbook[1]["n_evaluations"] >= 5
+    new = {ops.genome_key(g) for g, _ in evaluations[5:]}
+    assert seen[1] <= new and not seen[1] & seen[0]
+
+
+def test_failed_candidates_never_win():
+    def fragile(genomes):
+        fitness = hamming_fitness(genomes)
+        fitness[[bool(g[0, 0]) for g in genomes]] = -np.inf
+        fitness[[bool(g[1, 1]) and not g[0, 0] for g in genomes]] = np.nan
+        return fitness
+
+    population, fitness, logbook, evaluations = run(fragile, n_generations=15)
+    assert sum(r["n_failed"] for r in logbook) > 0
+    assert sum(r["n_failed"] for r in logbook) == sum(not np.isfinite(f) for _, f in evaluations)
+    assert all(f == -np.inf or np.isfinite(f) for _, f in evaluations)  # nan stored as -inf
+    assert all(np.isfinite(r["best"]) and np.isfinite(r["mean"]) for r in logbook)
+    assert np.isfinite(fitness[0]) and not population[0][0, 0]
+
+
+def test_all_failed_does_not_crash():
+    _, fitness, logbook, _ = run(lambda gs: np.full(len(gs), -np.inf), n_generations=2)
+    assert np.all(fitness == -np.inf)
+    assert logbook[-1]["best"] == -np.inf and np.isnan(logbook[-1]["mean"])
+    assert logbook[0]["n_failed"] == 20
+
+
+def test_patience_stops_early():
+    _, _, logbook, _ = run(lambda gs: np.zeros(len(gs)), n_generations=50, patience=3)
+    assert len(logbook) == 4
+
+
+def test_patience_resets_on_improvement():
+    _, _, logbook, _ = run(n_generations=200, patience=5)
+    best = [r["best"] for r in logbook]
+    stalls = [0]
+    for b0, b1 in zip(best, best[1:]):
+        stalls.append(stalls[-1] + 1 if b1 <= b0 else 0)
+    assert stalls[-1] == 5 and max(stalls[:-1]) < 5 and len(logbook) < 201
+    assert 0 in stalls[1:]  # it did improve, and the counter was reset
+
+
+def test_max_time_stops_early():
+    # A zero budget is spent during generation 0: exactly one record.
+    _, _, logbook, _ = run(hamming_fitness, n_generations=10_000, max_time=0)
+    assert len(logbook) == 1
+    # A budget that outlasts several generations still stops the loop: each
+    # generation sleeps, so the elapsed time must pass the budget eventually.
+    def slow(genomes):
+        time.sleep(0.01)
+        return hamming_fitness(genomes)
+
+    _, _, logbook, _ = run(slow, n_generations=10_000, max_time=0.05)
+    assert 1 <= len(logbook) < 10_001
+    assert sum(r["seconds"] for r in logbook[:-1]) < 0.05
+
+
+def test_callback_stops_early():
+    records = []
+
+    def callback(record, population, fitness):
+        records.append(record)
+        assert len(population) == len(fitness) == 20
+        return record["generation"] == 3
+
+    _, _, logbook, _ = run(n_generations=20, callback=callback)
+    assert len(logbook) == 4 and records == logbook
+
+
+def test_single_parent_falls_back_to_mutation():
+    def mate(a, b, rng):
+        raise AssertionError("crossover needs two parents")
+
+    population, _, logbook, _ = run(n_init=1, mu=1, n_offspring=5, cxpb=1.0, mutpb=0.0,
+                                    n_generations=5, mate=mate)
+    assert len(population) == 1 and sum(r["n_evaluations"] for r in logbook[1:]) > 0
+
+
+def test_same_seed_same_run():
+    columns = [k for k in RECORD_KEYS if k != "seconds"]
+    pop1, fit1, log1, ev1 = run(seed=7, n_generations=10)
+    pop2, fit2, log2, ev2 = run(seed=7, n_generations=10)
+    assert [[r[k] for k in columns] for r in log1] == [[r[k] for k in columns] for r in log2]
+    np.testing.assert_array_equal(fit1, fit2)
+    np.testing.assert_array_equal(np.stack(pop1), np.stack(pop2))
+    assert [ops.genome_key(g) for g, _ in ev1] == [ops.genome_key(g) for g, _ in ev2]
+    _, _, _, ev3 = run(seed=8, n_generations=10)
+    assert [ops.genome_key(g) for g, _ in ev1] != [ops.genome_key(g) for g, _ in ev3]
+
+
+def test_logbook_to_dataframe():
+    pd = pytest.importorskip("pandas")
+    _, _, logbook, _ = run(n_generations=3)
+    frame = pd.DataFrame(logbook)
+    assert list(frame.columns) == RECORD_KEYS and len(frame) == 4
+    assert frame["best"].is_monotonic_increasing
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(cxpb=0.6, mutpb=0.5), "cxpb \\+ mutpb"),
+    (dict(cxpb=-0.1), "cxpb"),
+    (dict(mutpb=1.1), "mutpb"),
+    (dict(mu=0), "mu"),
+    (dict(n_offspring=0), "n_offspring"),
+    (dict(n_generations=-1), "n_generations"),
+    (dict(patience=0), "patience"),
+    (dict(max_time=-1), "max_time"),
+    (dict(n_init=0), "population"),
+])
+def test_bad_arguments_raise(kwargs, error):
+    with pytest.raises(ValueError, match=error):
+        run(**kwargs)
+
+
+def test_bad_rng_raises():
+    with pytest.raises(TypeError, match="Generator"):
+        run(rng=0)
+
+
+def test_bad_evaluate_output_raises():
+    with pytest.raises(ValueError, match="evaluate returned"):
+        run(lambda gs: np.zeros(len(gs) + 1))
