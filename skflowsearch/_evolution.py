@@ -8,16 +8,38 @@ genomes from the ``mate`` and ``mutate`` callables (by default those of
 
 import numbers
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from ._operators import genome_key
 
-__all__ = ["mu_plus_lambda"]
+__all__ = ["SearchState", "mu_plus_lambda"]
+
+
+@dataclass
+class SearchState:
+    """Everything the loop needs to go on after ``generation``; picklable.
+
+    ``rng_state`` is the generator's ``bit_generator.state``, ``seconds`` the
+    search time spent so far and ``done`` whether a stopping rule has fired.
+    """
+
+    generation: int
+    parents: list
+    fitness: np.ndarray
+    cache: dict
+    evaluations: list
+    logbook: list
+    stall: int
+    rng_state: dict
+    seconds: float
+    done: bool
 
 
 def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_generations,
-                   mate, mutate, rng, patience=None, max_time=None, callback=None):
+                   mate, mutate, rng, patience=None, max_time=None, callback=None,
+                   state=None, checkpoint=None):
     """Run a (mu + lambda) search maximising ``evaluate``.
 
     Generation 0 evaluates ``population`` and keeps its best ``mu``. Each next
@@ -61,6 +83,14 @@ def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_gene
     callback : callable, optional
         ``callback(record, population, fitness)`` after each generation;
         returning ``True`` stops the search. It must not modify its arguments.
+    state : SearchState, optional
+        Resume from this state (as passed to ``checkpoint``) instead of
+        starting from ``population``; ``rng`` is reset to the saved state, so
+        the run ends exactly as an uninterrupted one would.
+    checkpoint : callable, optional
+        ``checkpoint(state)`` with a :class:`SearchState` after each
+        generation. The state shares containers with the running loop, so
+        serialize it right away rather than keeping it.
 
     Returns
     -------
@@ -77,10 +107,16 @@ def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_gene
     """
     _check_params(population, mu, n_offspring, cxpb, mutpb, n_generations, rng,
                   patience, max_time)
-    cache, evaluations, logbook = {}, [], []
-    start = time.perf_counter()
-    parents, stall = list(population), 0
-    for generation in range(n_generations + 1):
+    if state is None:
+        state = SearchState(generation=-1, parents=list(population), fitness=np.empty(0),
+                            cache={}, evaluations=[], logbook=[], stall=0,
+                            rng_state=rng.bit_generator.state, seconds=0.0, done=False)
+    else:
+        rng.bit_generator.state = state.rng_state
+    parents, fitness, cache = state.parents, state.fitness, state.cache
+    evaluations, logbook, stall = state.evaluations, state.logbook, state.stall
+    start = time.perf_counter() - state.seconds
+    for generation in range(state.generation + 1, 0 if state.done else n_generations + 1):
         tic = time.perf_counter()
         if generation == 0:
             offspring = []
@@ -93,9 +129,14 @@ def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_gene
         record = _record(generation, n_new, n_failed, fitness, time.perf_counter() - tic)
         stall = stall + 1 if logbook and record["best"] <= logbook[-1]["best"] else 0
         logbook.append(record)
-        if ((patience is not None and stall >= patience)
+        done = ((patience is not None and stall >= patience)
                 or (max_time is not None and time.perf_counter() - start >= max_time)
-                or (callback is not None and callback(record, list(parents), fitness.copy()))):
+                or (callback is not None and bool(callback(record, list(parents), fitness.copy()))))
+        if checkpoint is not None:
+            checkpoint(SearchState(generation, parents, fitness, cache, evaluations, logbook,
+                                   stall, rng.bit_generator.state,
+                                   time.perf_counter() - start, done))
+        if done:
             break
     return parents, fitness, logbook, evaluations
 

@@ -1,6 +1,7 @@
 """``StructureSearchFlow``: a coupling flow whose masks are found by evolution."""
 
 import numbers
+import time
 from functools import partial
 
 import numpy as np
@@ -74,9 +75,14 @@ class StructureSearchFlow(BaseFlow):
         with ``record`` a row of ``search_history_``; returning True stops
         the search.
     whiten, actnorm, max_log_scale, max_epochs, batch_size, learning_rate, \
-weight_decay, validation_fraction, n_iter_no_change
-        As in :class:`CouplingFlow`; the validation split is also the one
-        the fitness is measured on.
+weight_decay, n_iter_no_change
+        As in :class:`CouplingFlow`.
+    validation_fraction : float, default=0.2
+        Fraction of the rows held out for early stopping and for measuring
+        every candidate's fitness. Larger than :class:`CouplingFlow`'s
+        default: the search picks the best of many candidates on this split,
+        and on a small one the pick is mostly noise (on breast cancer, 10%
+        gave a validation score 8 nats above the held-out one).
     n_jobs : int or None, default=None
         Parallel training tasks, as in scikit-learn (None means 1 unless in a
         ``joblib.parallel_config`` context; -1 means all cores). Runs under
@@ -164,7 +170,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         batch_size=128,
         learning_rate=1e-3,
         weight_decay=1e-5,
-        validation_fraction=0.1,
+        validation_fraction=0.2,
         n_iter_no_change=20,
         n_jobs=None,
         device="cpu",
@@ -255,7 +261,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
             size_penalty=self.size_penalty,
             score_offset=self.input_log_det_,
         )
-        progress = _Progress(self.n_generations + 1, self.verbose, self.callback)
+        progress = _Progress(self.n_generations + 1, self.verbose, self.callback, self.max_time)
         try:
             population, fitness, history, evaluations = mu_plus_lambda(
                 self._initial_population(Z_train.shape[1], evolution_rng),
@@ -269,7 +275,9 @@ n_parameters_, device_, n_features_in_, feature_names_in_
                 mutate=partial(mutate, rate=self.mutation_rate),
                 rng=evolution_rng,
                 patience=self.patience,
-                max_time=self.max_time,
+                # max_time is enforced by ``progress``: mu_plus_lambda rejects the
+                # max_time=0 this estimator accepts (stop after generation 0).
+                max_time=None,
                 callback=progress,
             )
         finally:
@@ -292,10 +300,13 @@ n_parameters_, device_, n_features_in_, feature_names_in_
 
 
 class _Progress:
-    """Per-generation callback: a progress bar (or lines), then the user's callback."""
+    """Per-generation callback: a progress bar (or lines), the user's callback,
+    then the ``max_time`` stop (seconds since the search started)."""
 
-    def __init__(self, total, verbose, user_callback):
+    def __init__(self, total, verbose, user_callback, max_time=None):
         self.user_callback = user_callback
+        self.max_time = max_time
+        self.start = time.perf_counter()
         self.bar = None
         self.verbose = verbose
         if verbose >= 1:
@@ -317,9 +328,12 @@ class _Progress:
                 f"{record['n_evaluations']}  failed {record['n_failed']}  "
                 f"{record['seconds']:.1f}s"
             )
+        stop = False
         if self.user_callback is not None:
-            return bool(self.user_callback(record, population, fitness))
-        return False
+            stop = bool(self.user_callback(record, population, fitness))
+        if self.max_time is not None and time.perf_counter() - self.start >= self.max_time:
+            stop = True
+        return stop
 
     def close(self):
         if self.bar is not None:

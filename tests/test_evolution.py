@@ -260,3 +260,56 @@ def test_bad_rng_raises():
 def test_bad_evaluate_output_raises():
     with pytest.raises(ValueError, match="evaluate returned"):
         run(lambda gs: np.zeros(len(gs) + 1))
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_after", [0, 3, 7])
+def test_resume_from_checkpoint_matches_uninterrupted_run(stop_after):
+    import pickle
+
+    full_population, full_fitness, full_log, full_evals = run(n_generations=12)
+
+    saved = []
+
+    def checkpoint(state):
+        saved.append(pickle.dumps(state))  # serialized at once, as a file would be
+        if state.generation == stop_after:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        run(n_generations=12, checkpoint=checkpoint)
+    state = pickle.loads(saved[-1])
+    assert state.generation == stop_after
+    before = {ops.genome_key(g) for g, _ in state.evaluations}
+
+    evaluated_after_resume = []
+
+    def counting_fitness(genomes):
+        evaluated_after_resume.extend(ops.genome_key(g) for g in genomes)
+        return hamming_fitness(genomes)
+
+    # A fresh rng with another seed: resuming must restore the saved rng state.
+    population, fitness, log, evals = run(counting_fitness, seed=123, n_generations=12, state=state)
+    assert [ops.genome_key(g) for g in population] == [ops.genome_key(g) for g in full_population]
+    np.testing.assert_array_equal(fitness, full_fitness)
+    assert [r["best"] for r in log] == [r["best"] for r in full_log]
+    assert [ops.genome_key(g) for g, _ in evals] == [ops.genome_key(g) for g, _ in full_evals]
+    # Nothing evaluated before the interruption was evaluated again.
+    assert before.isdisjoint(evaluated_after_resume)
+
+
+def test_resume_of_a_finished_search_evaluates_nothing():
+    saved = []
+    run(lambda gs: np.zeros(len(gs)), n_generations=50, patience=2,
+        checkpoint=lambda state: saved.append(state))
+    final = saved[-1]
+    assert final.done
+
+    def must_not_run(genomes):
+        raise AssertionError("a finished search must not evaluate again")
+
+    population, _, log, _ = run(must_not_run, n_generations=50, patience=2, state=final)
+    assert len(log) == len(final.logbook)
