@@ -84,10 +84,20 @@ class PopulationEvaluator:
     score_offset : float
         Added to every finite fitness (the normalizer's log-determinant, so
         fitness is a log-likelihood in the original feature space).
+    train_group : callable, default=_train_group
+        The task run for each group; it must catch training errors itself.
+        Anything a parallel call raises is taken for a lost worker (a killed
+        process, a dead dask worker): those groups are run again one by one,
+        and a group that fails again gets the worst fitness.
+
+    Attributes
+    ----------
+    errors : list of str
+        Every training error and lost worker seen, in order.
     """
 
     def __init__(self, Z_train, Z_val, *, config, search_seed, batch_seed, devices, n_jobs,
-                 group_size, size_penalty, score_offset):
+                 group_size, size_penalty, score_offset, train_group=_train_group):
         self.Z_train = Z_train
         self.Z_val = Z_val
         self.config = config
@@ -98,33 +108,48 @@ class PopulationEvaluator:
         self.group_size = group_size
         self.size_penalty = size_penalty
         self.score_offset = score_offset
+        self.train_group = train_group
         self.errors = []
 
     def __call__(self, genomes):
         genomes = np.stack([np.asarray(g, dtype=bool) for g in genomes])
-        groups = [slice(i, i + self.group_size) for i in range(0, len(genomes), self.group_size)]
-        outputs = Parallel(n_jobs=self.n_jobs)(
-            delayed(_train_group)(
-                genomes[group],
+        groups = [genomes[i : i + self.group_size] for i in range(0, len(genomes), self.group_size)]
+        tasks = [
+            delayed(self.train_group)(
+                group,
                 self.Z_train,
                 self.Z_val,
-                [genome_seed(self.search_seed, g) for g in genomes[group]],
+                [genome_seed(self.search_seed, g) for g in group],
                 self.batch_seed,
                 self.config,
                 self.devices[i % len(self.devices)],
                 _THREADS_PER_TASK,
             )
             for i, group in enumerate(groups)
-        )
+        ]
+        try:
+            outputs = Parallel(n_jobs=self.n_jobs)(tasks)
+        except Exception as exc:  # a lost worker: training errors never get here
+            self._warn(f"a worker was lost ({type(exc).__name__}: {exc}); retrying its tasks one by one")
+            outputs = [self._retry(task, len(group)) for task, group in zip(tasks, groups)]
         scores = np.concatenate([scores for scores, _, _ in outputs])
         diverged = np.concatenate([diverged for _, diverged, _ in outputs])
         for _, _, error in outputs:
             if error is not None:
-                self.errors.append(error)
-                warnings.warn(f"a group of candidates failed to train and gets the worst "
-                              f"fitness: {error}", RuntimeWarning)
+                self._warn(f"a group of candidates failed and gets the worst fitness: {error}")
         penalty = self.size_penalty * effective_n_parameters(
             genomes, self.config.hidden_layer_sizes, self.config.actnorm
         )
         fitness = scores + self.score_offset - penalty
         return np.where(diverged | ~np.isfinite(fitness), -np.inf, fitness)
+
+    def _retry(self, task, n_candidates):
+        try:
+            return Parallel(n_jobs=self.n_jobs)([task])[0]
+        except Exception as exc:
+            error = f"worker lost twice ({type(exc).__name__}: {exc})"
+            return np.full(n_candidates, -np.inf), np.ones(n_candidates, dtype=bool), error
+
+    def _warn(self, message):
+        self.errors.append(message)
+        warnings.warn(message, RuntimeWarning)
