@@ -1,0 +1,193 @@
+"""``FlowOutlierDetector``: novelty detection with any density estimator."""
+
+from numbers import Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.utils import check_scalar, get_tags
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["FlowOutlierDetector"]
+
+
+class FlowOutlierDetector(OutlierMixin, BaseEstimator):
+    """Outlier (novelty) detector that thresholds a fitted density.
+
+    The wrapped density estimator is fitted on (mostly normal) training data;
+    a row is an outlier when its log-density is below the ``contamination``
+    quantile of the training rows' log-densities. The conventions are those of
+    :class:`~sklearn.ensemble.IsolationForest` and
+    :class:`~sklearn.neighbors.LocalOutlierFactor` with ``novelty=True``:
+    ``score_samples`` is higher for more normal rows, ``decision_function`` is
+    negative for outliers and ``predict`` returns +1 for inliers and -1 for
+    outliers.
+
+    Parameters
+    ----------
+    estimator : estimator object or None, default=None
+        A density estimator with ``fit`` and ``score_samples`` (log-density,
+        higher = more likely), e.g. :class:`~skflowsearch.CouplingFlow`,
+        :class:`~skflowsearch.StructureSearchFlow`,
+        :class:`~sklearn.mixture.GaussianMixture` or
+        :class:`~sklearn.neighbors.KernelDensity`. It is cloned before
+        fitting. None means ``StructureSearchFlow()`` with its defaults.
+    contamination : float, default=0.1
+        Expected fraction of outliers in the training data, in (0, 0.5]. It
+        sets the threshold ``offset_``: about this fraction of the training
+        rows is predicted as outliers.
+
+    Attributes
+    ----------
+    estimator_ : estimator object
+        The fitted clone of ``estimator``.
+    offset_ : float
+        The ``100 * contamination`` percentile of the training rows'
+        ``score_samples``; ``decision_function = score_samples - offset_``.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during ``fit``, when ``X`` has string column
+        names.
+
+    See Also
+    --------
+    sklearn.ensemble.IsolationForest : Tree-based outlier detector.
+    sklearn.neighbors.LocalOutlierFactor : Local-density outlier detector.
+    StructureSearchFlow : The default density estimator.
+
+    Notes
+    -----
+    The threshold is a quantile of the *training* scores: a flexible density
+    that has overfitted its training rows gives them higher log-densities
+    than unseen normal rows, so on new data more than ``contamination`` of
+    the normal rows may be flagged. Early stopping on a validation split
+    (as in the flows of this package) limits this.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skflowsearch import CouplingFlow, FlowOutlierDetector
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.normal(size=(200, 3))
+    >>> detector = FlowOutlierDetector(
+    ...     CouplingFlow(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5,
+    ...                  random_state=0),
+    ...     contamination=0.05,
+    ... ).fit(X)
+    >>> detector.predict([[0.0, 0.0, 0.0], [8.0, -8.0, 8.0]])
+    array([ 1, -1])
+    >>> float((detector.predict(X) == -1).mean())
+    0.05
+    """
+
+    def __init__(self, estimator=None, contamination=0.1):
+        self.estimator = estimator
+        self.contamination = contamination
+
+    def _check_params(self):
+        check_scalar(
+            self.contamination, "contamination", Real,
+            min_val=0, max_val=0.5, include_boundaries="right",
+        )
+        if self.estimator is not None and not all(
+            callable(getattr(self.estimator, method, None)) for method in ("fit", "score_samples")
+        ):
+            raise TypeError(
+                "estimator must be a density estimator with fit and score_samples "
+                f"methods, or None; got {self.estimator!r}."
+            )
+
+    def _make_estimator(self):
+        if self.estimator is None:
+            # Imported here: the default is built at fit time, never in __init__.
+            from ._search_flow import StructureSearchFlow
+
+            return StructureSearchFlow()
+        return clone(self.estimator)
+
+    def fit(self, X, y=None):
+        """Fit the density estimator and set the outlier threshold.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, mostly normal rows.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted detector.
+        """
+        self._check_params()
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        self.estimator_ = self._make_estimator().fit(X)
+        scores = self._score(X)
+        self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
+        return self
+
+    def _score(self, X):
+        return np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
+
+    def score_samples(self, X):
+        """Log-density of each row under the fitted estimator.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            The wrapped estimator's ``score_samples``: higher means more
+            normal.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self._score(X)
+
+    def decision_function(self, X):
+        """Shifted log-density: negative for outliers, non-negative for inliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+            ``score_samples(X) - offset_``.
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """Predict whether each row is an inlier (+1) or an outlier (-1).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), dtype=int
+            -1 where ``decision_function(X) < 0``, else +1.
+        """
+        decision = self.decision_function(X)
+        labels = np.ones(decision.shape[0], dtype=int)
+        labels[decision < 0] = -1
+        return labels
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        if self.estimator is None:
+            from ._search_flow import StructureSearchFlow
+
+            inner = get_tags(StructureSearchFlow())
+        else:
+            inner = get_tags(self.estimator)
+        tags.non_deterministic = inner.non_deterministic
+        # Inputs are validated here as dense, finite arrays.
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        return tags

@@ -1,0 +1,504 @@
+"""Command line interface: ``skflowsearch {search,score,sample}``.
+
+``search`` fits :class:`~skflowsearch.StructureSearchFlow` (and, for
+comparison, a :class:`~skflowsearch.CouplingFlow` with alternating masks) to a
+CSV file or a bundled dataset and saves the searched model with joblib;
+``score`` writes the log-density of every row of a CSV file under a saved
+model; ``sample`` draws rows from a saved model.
+
+CSV files are read with the standard library: comma-separated numeric
+columns, with an optional header row (recognised when the first row holds a
+value that is not a number). Bad input ends the command with one
+``error: ...`` line on stderr and exit status 2.
+"""
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+import warnings
+
+__all__ = ["main"]
+
+_DEFAULT_MODEL = "skflowsearch-model.joblib"
+_DEFAULT_DATASET = "breast_cancer"
+# Warning emitted by scikit-learn when a model fitted on named columns scores
+# an unnamed array; the CLI checks the names itself.
+_FEATURE_NAMES_WARNING = "X does not have valid feature names"
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one ``error:`` line, exit status 2."""
+
+
+# --- reading and writing CSV -------------------------------------------------------
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path):
+    """Read a numeric CSV file.
+
+    Parameters
+    ----------
+    path : str
+        File name.
+
+    Returns
+    -------
+    X : ndarray of shape (n_rows, n_columns), dtype float64
+    names : list of str or None
+        The header, when the first row holds a non-empty value that is not a
+        number; else None.
+
+    Raises
+    ------
+    CLIError
+        If the file cannot be read, is empty, has rows of different widths,
+        or holds an empty, non-numeric, NaN or infinite value.
+    """
+    import numpy as np
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            lines = []
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                lines.append((reader.line_num, [cell.strip() for cell in row]))
+    except FileNotFoundError:
+        raise CLIError(f"data file not found: {path}") from None
+    except IsADirectoryError:
+        raise CLIError(f"data file is a directory: {path}") from None
+    except UnicodeDecodeError:
+        raise CLIError(f"{path} is not a text CSV file") from None
+    except csv.Error as exc:
+        raise CLIError(f"{path} is not a valid CSV file: {exc}") from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not lines:
+        raise CLIError(f"{path} holds no data")
+
+    names = None
+    first = lines[0][1]
+    if any(cell and not _is_number(cell) for cell in first):
+        names = [cell or f"x{j}" for j, cell in enumerate(first)]
+        lines = lines[1:]
+        if not lines:
+            raise CLIError(f"{path} has a header but no data rows")
+    n_columns = len(first)
+    X = np.empty((len(lines), n_columns))
+    for i, (line_number, row) in enumerate(lines):
+        if len(row) != n_columns:
+            raise CLIError(
+                f"{path}, line {line_number}: {len(row)} fields, expected {n_columns}"
+            )
+        for j, cell in enumerate(row):
+            column = f"column {j + 1}" + (f" ({names[j]!r})" if names else "")
+            if not cell:
+                raise CLIError(f"{path}, line {line_number}, {column}: empty cell")
+            try:
+                value = float(cell)
+            except ValueError:
+                hint = " (one column found: is the file comma-separated?)" if n_columns == 1 else ""
+                raise CLIError(
+                    f"{path}, line {line_number}, {column}: non-numeric value {cell!r}{hint}"
+                ) from None
+            if not math.isfinite(value):
+                raise CLIError(
+                    f"{path}, line {line_number}, {column}: {cell!r} is not a finite number"
+                )
+            X[i, j] = value
+    return X, names
+
+
+def _open_output(path):
+    if path is None or path == "-":
+        return _NoClose(sys.stdout)
+    try:
+        return open(path, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+class _NoClose:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __enter__(self):
+        return self.stream
+
+    def __exit__(self, *exc_info):
+        self.stream.flush()
+        return False
+
+
+def _write_csv(path, header, columns):
+    """Write equally long ``columns`` under ``header``.
+
+    Float columns are written at full precision (``repr``), integer columns
+    as integers.
+    """
+    columns = [
+        column.astype(int).tolist() if column.dtype.kind in "iub" else column.astype(float).tolist()
+        for column in columns
+    ]
+    with _open_output(path) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        for row in zip(*columns):
+            writer.writerow([repr(value) for value in row])
+
+
+def _with_names(X, names):
+    """A DataFrame with ``names`` as columns if pandas is installed, else ``X``."""
+    if names is None:
+        return X
+    try:
+        import pandas as pd
+    except ImportError:
+        return X
+    return pd.DataFrame(X, columns=names)
+
+
+# --- models ----------------------------------------------------------------------
+
+
+def _load_model(path):
+    import joblib
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    from ._base import BaseFlow
+    from ._outlier import FlowOutlierDetector
+
+    if not os.path.isfile(path):
+        raise CLIError(f"model file not found: {path}")
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # arbitrary bytes can make unpickling raise anything
+        raise CLIError(
+            f"cannot load {path}: not a model saved by skflowsearch "
+            f"({type(exc).__name__})"
+        ) from None
+    if not isinstance(model, (BaseFlow, FlowOutlierDetector)):
+        raise CLIError(
+            f"{path} holds a {type(model).__name__} object, not a skflowsearch estimator"
+        )
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        raise CLIError(f"the model in {path} is not fitted") from None
+    return model
+
+
+def _check_columns(model, X, names, data_path):
+    expected = model.n_features_in_
+    if X.shape[1] != expected:
+        raise CLIError(
+            f"{data_path} has {X.shape[1]} columns but the model expects {expected}"
+        )
+    model_names = getattr(model, "feature_names_in_", None)
+    if names is not None and model_names is not None and list(names) != list(model_names):
+        raise CLIError(
+            f"the columns of {data_path} ({', '.join(names)}) do not match the "
+            f"model's features ({', '.join(map(str, model_names))})"
+        )
+
+
+def _score_samples(model, X):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_FEATURE_NAMES_WARNING, category=UserWarning)
+        return model.score_samples(X)
+
+
+# --- commands ----------------------------------------------------------------------
+
+
+def _say(args, *message):
+    if not args.quiet:
+        print(*message, flush=True)
+
+
+def _format_score(value):
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _run_search(args):
+    import joblib
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from . import CouplingFlow, StructureSearchFlow
+    from .datasets import load_dataset
+
+    if not 0 <= args.test_fraction < 1:
+        raise CLIError(f"--test-fraction must be in [0, 1); got {args.test_fraction}")
+    if args.data is not None:
+        X, names = read_csv(args.data)
+        source = args.data
+    else:
+        X, names = load_dataset(args.dataset), None
+        source = f"bundled dataset {args.dataset!r}"
+
+    if args.test_fraction > 0:
+        rows = np.arange(X.shape[0])
+        try:
+            train_rows, test_rows = train_test_split(
+                rows, test_size=args.test_fraction, random_state=args.random_state
+            )
+        except ValueError as exc:
+            raise CLIError(f"cannot hold out --test-fraction {args.test_fraction}: {exc}") from None
+        X_train, X_test = X[np.sort(train_rows)], X[np.sort(test_rows)]
+    else:
+        X_train, X_test = X, None
+    _say(
+        args,
+        f"{source}: {X.shape[1]} features, {X_train.shape[0]} training rows, "
+        f"{0 if X_test is None else X_test.shape[0]} held-out rows",
+    )
+
+    hidden = tuple(args.hidden)
+    search = StructureSearchFlow(
+        n_layers=args.n_layers,
+        hidden_layer_sizes=hidden,
+        population_size=args.population_size,
+        n_offspring=args.n_offspring,
+        n_generations=args.n_generations,
+        fitness_epochs=args.fitness_epochs,
+        max_epochs=args.max_epochs,
+        size_penalty=args.size_penalty,
+        n_jobs=args.n_jobs,
+        device=args.device,
+        random_state=args.random_state,
+        verbose=0 if args.quiet else 1,
+    )
+    alternating = CouplingFlow(
+        masks="alternating",
+        n_layers=args.n_layers,
+        hidden_layer_sizes=hidden,
+        max_epochs=args.max_epochs,
+        device=args.device,
+        random_state=args.random_state,
+    )
+    train = _with_names(X_train, names)
+    test = None if X_test is None else _with_names(X_test, names)
+
+    results = []
+    for label, estimator in (("searched", search), ("alternating", alternating)):
+        _say(args, f"fitting the {label} flow ...")
+        start = time.perf_counter()
+        estimator.fit(train)
+        seconds = time.perf_counter() - start
+        held_out = None if test is None else estimator.score(test)
+        results.append((label, held_out, estimator.n_parameters_, seconds))
+
+    print()
+    print("| model | held-out mean log-likelihood | parameters | fit time (s) |")
+    print("|:--|--:|--:|--:|")
+    for label, held_out, n_parameters, seconds in results:
+        print(f"| {label} | {_format_score(held_out)} | {n_parameters} | {seconds:.1f} |")
+    print()
+
+    try:
+        joblib.dump(search, args.output)
+    except OSError as exc:
+        raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    print(f"saved the searched model to {args.output}")
+
+    if args.plots is not None:
+        _save_plots(search, train, args.plots)
+    return 0
+
+
+def _save_plots(estimator, X, directory):
+    try:
+        from .plotting import save_search_plots
+    except ImportError as exc:
+        print(f"plots skipped: plotting is unavailable ({exc})")
+        return
+    try:
+        save_search_plots(estimator, X, directory)
+    except ImportError as exc:  # e.g. matplotlib missing
+        print(f"plots skipped: plotting is unavailable ({exc})")
+        return
+    print(f"saved plots to {directory}")
+
+
+def _run_score(args):
+    import numpy as np
+
+    from ._outlier import FlowOutlierDetector
+
+    if args.contamination is not None and not 0 < args.contamination <= 0.5:
+        raise CLIError(f"--contamination must be in (0, 0.5]; got {args.contamination}")
+    model = _load_model(args.model)
+    X, names = read_csv(args.data)
+    _check_columns(model, X, names, args.data)
+    scores = np.asarray(_score_samples(model, X), dtype=float)
+    header, columns = ["log_density"], [scores]
+    if args.contamination is not None:
+        # The scored rows' own quantile: a saved flow does not keep its
+        # training scores.
+        offset = np.percentile(scores, 100.0 * args.contamination)
+        header.append("outlier")
+        columns.append(np.where(scores < offset, -1, 1))
+    elif isinstance(model, FlowOutlierDetector):
+        header.append("outlier")
+        columns.append(np.where(scores < model.offset_, -1, 1))
+    _write_csv(args.output, header, columns)
+    return 0
+
+
+def _run_sample(args):
+    from ._outlier import FlowOutlierDetector
+
+    if args.n < 1:
+        raise CLIError(f"-n must be at least 1; got {args.n}")
+    model = _load_model(args.model)
+    density = model.estimator_ if isinstance(model, FlowOutlierDetector) else model
+    if not callable(getattr(density, "sample", None)):
+        raise CLIError(f"the model in {args.model} cannot draw samples")
+    samples = density.sample(args.n, random_state=args.random_state)
+    names = getattr(model, "feature_names_in_", None)
+    header = [str(name) for name in names] if names is not None else [
+        f"x{j}" for j in range(samples.shape[1])
+    ]
+    _write_csv(args.output, header, list(samples.T))
+    return 0
+
+
+# --- argument parsing --------------------------------------------------------------
+
+
+def _build_parser():
+    from .datasets import DATASETS
+
+    parser = argparse.ArgumentParser(
+        prog="skflowsearch",
+        description=(
+            "Normalizing flows for tabular data with an evolutionary search over "
+            "their coupling masks."
+        ),
+        epilog="Model files are joblib pickles: load only files you trust.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    search = commands.add_parser(
+        "search",
+        help="search coupling masks on a CSV file (or a bundled dataset) and save the model",
+        description=(
+            "Fit StructureSearchFlow and, for comparison, a CouplingFlow with "
+            "alternating masks; print their held-out mean log-likelihood, "
+            "parameter count and fit time, and save the searched model."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    search.add_argument(
+        "data", nargs="?", metavar="DATA.csv",
+        help="numeric CSV file, optionally with a header row (default: the bundled dataset)",
+    )
+    search.add_argument("--dataset", choices=DATASETS, default=_DEFAULT_DATASET,
+                        help="bundled dataset used when no DATA.csv is given")
+    search.add_argument("--output", "-o", default=_DEFAULT_MODEL, help="where to save the searched model")
+    search.add_argument("--n-layers", type=int, default=8, help="coupling layers")
+    search.add_argument("--hidden", type=int, nargs="+", default=[64, 64], metavar="WIDTH",
+                        help="hidden layer widths of each coupling MLP")
+    search.add_argument("--population-size", type=int, default=8, help="genomes kept per generation")
+    search.add_argument("--n-offspring", type=int, default=16, help="children per generation")
+    search.add_argument("--n-generations", type=int, default=10, help="generations after the first")
+    search.add_argument("--fitness-epochs", type=int, default=30, help="training epochs per candidate")
+    search.add_argument("--max-epochs", type=int, default=200, help="training epochs of the final flows")
+    search.add_argument("--size-penalty", type=float, default=0.0,
+                        help="nats of fitness subtracted per parameter")
+    search.add_argument("--n-jobs", type=int, default=None, help="parallel training tasks (-1: all cores)")
+    search.add_argument("--device", default="cpu", help='"cpu", "cuda", "cuda:N" or "auto"')
+    search.add_argument("--random-state", type=int, default=0, help="seed of the split and of both fits")
+    search.add_argument("--test-fraction", type=float, default=0.2, help="fraction of rows held out")
+    search.add_argument("--quiet", "-q", action="store_true", help="no progress bar or status lines")
+    search.add_argument("--plots", metavar="DIR", default=None,
+                        help="also save diagnostic plots to DIR (needs matplotlib)")
+    search.set_defaults(run=_run_search)
+
+    score = commands.add_parser(
+        "score",
+        help="write the log-density of every row of a CSV file",
+        description=(
+            "Write one log-density (nats, column log_density) per row of DATA.csv "
+            "under a saved model. With --contamination, an outlier column marks "
+            "with -1 the rows below that quantile of the scored rows' own "
+            "log-densities (a saved flow does not keep its training scores) and "
+            "the others with +1; a saved FlowOutlierDetector without "
+            "--contamination uses its own threshold."
+        ),
+    )
+    score.add_argument("model", metavar="MODEL", help="model file saved by 'skflowsearch search'")
+    score.add_argument("data", metavar="DATA.csv", help="numeric CSV file with the model's columns")
+    score.add_argument("--output", "-o", default=None, help="output CSV file (default: stdout)")
+    score.add_argument("--contamination", type=float, default=None, metavar="C",
+                       help="fraction in (0, 0.5] of rows to flag as outliers")
+    score.set_defaults(run=_run_score)
+
+    sample = commands.add_parser(
+        "sample",
+        help="draw rows from a saved model",
+        description="Write N rows drawn from a saved model as CSV, with a header row.",
+    )
+    sample.add_argument("model", metavar="MODEL", help="model file saved by 'skflowsearch search'")
+    sample.add_argument("-n", type=int, required=True, metavar="N", help="number of rows")
+    sample.add_argument("--random-state", type=int, default=None, help="seed of the samples")
+    sample.add_argument("--output", "-o", default=None, help="output CSV file (default: stdout)")
+    sample.set_defaults(run=_run_sample)
+    return parser
+
+
+def main(argv=None):
+    """Run the ``skflowsearch`` command line.
+
+    Parameters
+    ----------
+    argv : list of str or None, default=None
+        Arguments without the program name; None means ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        0 on success, 2 on bad arguments or bad input files, 130 when
+        interrupted.
+    """
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed by argparse
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        return args.run(args)
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. ``| head``): stop quietly, and
+        # keep the interpreter from failing again when it flushes stdout.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+    except CLIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError) as exc:
+        # Rejected parameters or data, e.g. a single feature or too few rows.
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 2

@@ -1,0 +1,323 @@
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.mixture import GaussianMixture
+
+from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow
+from skflowsearch.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "--n-layers", "2", "--hidden", "8", "--n-generations", "1", "--population-size", "2",
+    "--n-offspring", "2", "--fitness-epochs", "2", "--max-epochs", "5",
+]
+
+
+def _write_csv(path, X, header=None):
+    lines = [",".join(header)] if header is not None else []
+    lines += [",".join(repr(float(v)) for v in row) for row in X]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    return rng.normal(size=(60, 3)) @ np.array([[1.0, 0.4, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, data):
+    """A CSV file with a header and the model ``search`` saved from it."""
+    directory = tmp_path_factory.mktemp("fitted")
+    csv_path = _write_csv(directory / "data.csv", data, header=["a", "b", "c"])
+    model_path = directory / "model.joblib"
+    assert main(["search", str(csv_path), "--output", str(model_path), "--quiet", *TINY]) == 0
+    return csv_path, model_path
+
+
+def _read_output(text):
+    lines = text.strip().splitlines()
+    header = lines[0].split(",")
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    return header, rows
+
+
+def _assert_error(capsys, status):
+    captured = capsys.readouterr()
+    assert status == 2
+    err_lines = captured.err.strip().splitlines()
+    assert len(err_lines) == 1, captured.err
+    assert err_lines[0].startswith("error: ")
+    assert "Traceback" not in captured.err + captured.out
+    return err_lines[0]
+
+
+# --- search ------------------------------------------------------------------------
+
+
+def _assert_table(out):
+    assert "| model | held-out mean log-likelihood | parameters | fit time (s) |" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| searched", "| alternating"))]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert np.isfinite(float(cells[1]))
+        assert int(cells[2]) > 0
+        assert float(cells[3]) >= 0
+
+
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+def test_search_csv_with_header(fitted, data, capsys):
+    csv_path, model_path = fitted
+    model = joblib.load(model_path)
+    assert isinstance(model, StructureSearchFlow)
+    assert model.n_features_in_ == 3
+    assert model.get_params()["n_layers"] == 2
+    assert model.get_params()["hidden_layer_sizes"] == (8,)
+    scores = model.score_samples(data)
+    assert scores.shape == (60,) and np.all(np.isfinite(scores))
+    pytest.importorskip("pandas")
+    assert list(model.feature_names_in_) == ["a", "b", "c"]
+
+
+def test_search_csv_without_header_prints_table(tmp_path, data, capsys):
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    model_path = tmp_path / "m.joblib"
+    assert main(["search", str(csv_path), "--output", str(model_path), *TINY]) == 0
+    out = capsys.readouterr().out
+    _assert_table(out)
+    assert "fitting the searched flow" in out
+    assert f"saved the searched model to {model_path}" in out
+    model = joblib.load(model_path)
+    assert not hasattr(model, "feature_names_in_")
+    assert model.score_samples(data[:4]).shape == (4,)
+
+
+def test_search_bundled_default(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--quiet", *TINY]) == 0
+    out = capsys.readouterr().out
+    _assert_table(out)
+    assert "fitting" not in out  # --quiet
+    model = joblib.load(tmp_path / "skflowsearch-model.joblib")
+    assert model.n_features_in_ == 30
+
+
+def test_search_without_held_out_rows(tmp_path, data, capsys):
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"),
+                   "--test-fraction", "0", "--quiet", *TINY])
+    assert status == 0
+    assert "| searched | n/a |" in capsys.readouterr().out
+
+
+def test_search_plots_calls_plotting_module(tmp_path, data, capsys, monkeypatch):
+    calls = []
+    fake = types.ModuleType("skflowsearch.plotting")
+    fake.save_search_plots = lambda estimator, X, directory: calls.append((estimator, X, directory))
+    monkeypatch.setitem(sys.modules, "skflowsearch.plotting", fake)
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    plots = str(tmp_path / "plots")
+    status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"),
+                   "--plots", plots, "--quiet", *TINY])
+    assert status == 0
+    (estimator, X, directory), = calls
+    assert isinstance(estimator, StructureSearchFlow) and directory == plots
+    assert np.asarray(X).shape == (48, 3)  # the training rows
+    assert f"saved plots to {plots}" in capsys.readouterr().out
+
+
+def test_search_plots_unavailable(tmp_path, data, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "skflowsearch.plotting", None)  # import fails
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"),
+                   "--plots", str(tmp_path / "plots"), "--quiet", *TINY])
+    assert status == 0
+    out_lines = [line for line in capsys.readouterr().out.splitlines() if "plots skipped" in line]
+    assert len(out_lines) == 1
+
+
+# --- score and sample ----------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+def test_score_writes_one_line_per_row(fitted, data, tmp_path):
+    csv_path, model_path = fitted
+    out_path = tmp_path / "scores.csv"
+    assert main(["score", str(model_path), str(csv_path), "--output", str(out_path)]) == 0
+    header, rows = _read_output(out_path.read_text())
+    assert header == ["log_density"]
+    assert rows.shape == (60, 1)
+    expected = joblib.load(model_path).score_samples(data)
+    np.testing.assert_allclose(rows[:, 0], expected, rtol=1e-12)
+
+
+def test_score_to_stdout_headerless_data(fitted, data, tmp_path, capsys):
+    _, model_path = fitted
+    csv_path = _write_csv(tmp_path / "plain.csv", data[:7])
+    assert main(["score", str(model_path), str(csv_path)]) == 0
+    header, rows = _read_output(capsys.readouterr().out)
+    assert header == ["log_density"] and rows.shape == (7, 1)
+
+
+def test_score_contamination_adds_outlier_column(fitted, tmp_path):
+    csv_path, model_path = fitted
+    out_path = tmp_path / "scores.csv"
+    status = main(["score", str(model_path), str(csv_path), "--output", str(out_path),
+                   "--contamination", "0.1"])
+    assert status == 0
+    header, rows = _read_output(out_path.read_text())
+    assert header == ["log_density", "outlier"]
+    assert set(np.unique(rows[:, 1])) == {-1.0, 1.0}
+    assert np.sum(rows[:, 1] == -1) == 6
+    # The flagged rows are the lowest log-densities.
+    assert rows[rows[:, 1] == -1, 0].max() < rows[rows[:, 1] == 1, 0].min()
+
+
+def test_score_outlier_detector_model(data, tmp_path):
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    detector = FlowOutlierDetector(GaussianMixture(random_state=0), contamination=0.2).fit(data)
+    model_path = tmp_path / "detector.joblib"
+    joblib.dump(detector, model_path)
+    out_path = tmp_path / "scores.csv"
+    assert main(["score", str(model_path), str(csv_path), "--output", str(out_path)]) == 0
+    header, rows = _read_output(out_path.read_text())
+    assert header == ["log_density", "outlier"]
+    np.testing.assert_array_equal(rows[:, 1], detector.predict(data))
+
+
+def test_sample_writes_rows(fitted, tmp_path):
+    _, model_path = fitted
+    out_path = tmp_path / "samples.csv"
+    assert main(["sample", str(model_path), "-n", "5", "--random-state", "1",
+                 "--output", str(out_path)]) == 0
+    header, rows = _read_output(out_path.read_text())
+    pandas_installed = hasattr(joblib.load(model_path), "feature_names_in_")
+    assert header == (["a", "b", "c"] if pandas_installed else ["x0", "x1", "x2"])
+    assert rows.shape == (5, 3) and np.all(np.isfinite(rows))
+    # Seeded: the same rows again.
+    assert main(["sample", str(model_path), "-n", "5", "--random-state", "1",
+                 "--output", str(tmp_path / "again.csv")]) == 0
+    np.testing.assert_array_equal(_read_output((tmp_path / "again.csv").read_text())[1], rows)
+
+
+def test_sample_headerless_model_to_stdout(tmp_path, data, capsys):
+    flow = CouplingFlow(n_layers=2, hidden_layer_sizes=(8,), max_epochs=3, random_state=0).fit(data)
+    joblib.dump(flow, tmp_path / "flow.joblib")
+    assert main(["sample", str(tmp_path / "flow.joblib"), "-n", "5"]) == 0
+    header, rows = _read_output(capsys.readouterr().out)
+    assert header == ["x0", "x1", "x2"] and rows.shape == (5, 3)
+
+
+# --- bad input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("a,b,c\n1,2,3\n4,oops,6\n", "non-numeric value 'oops'"),
+        ("1,2,3\n4,nan,6\n", "not a finite number"),
+        ("a,b,c\n1,,3\n4,5,6\n", "empty cell"),
+        ("1,2,3\n4,5\n", "2 fields, expected 3"),
+        ("", "holds no data"),
+        ("a,b,c\n", "no data rows"),
+        ("x\n1\n2\n3\n4\n5\n6\n", "1 feature(s)"),
+    ],
+    ids=["non-numeric", "nan", "empty-cell", "ragged", "empty-file", "header-only", "one-column"],
+)
+def test_search_bad_data(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    status = main(["search", str(path), "--output", str(tmp_path / "m.joblib"), "--quiet", *TINY])
+    assert message in _assert_error(capsys, status)
+    assert not (tmp_path / "m.joblib").exists()
+
+
+def test_search_missing_file(tmp_path, capsys):
+    status = main(["search", str(tmp_path / "nope.csv"), "--quiet", *TINY])
+    assert "not found" in _assert_error(capsys, status)
+
+
+def test_search_bad_parameters(tmp_path, data, capsys):
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"),
+                   "--quiet", *TINY, "--n-layers", "0"])
+    assert "n_layers" in _assert_error(capsys, status)
+    status = main(["search", str(csv_path), "--test-fraction", "1.5", "--quiet", *TINY])
+    assert "--test-fraction" in _assert_error(capsys, status)
+
+
+def test_score_wrong_width(fitted, data, tmp_path, capsys):
+    _, model_path = fitted
+    csv_path = _write_csv(tmp_path / "narrow.csv", data[:, :2])
+    status = main(["score", str(model_path), str(csv_path)])
+    assert "2 columns but the model expects 3" in _assert_error(capsys, status)
+
+
+def test_score_mismatched_column_names(fitted, data, tmp_path, capsys):
+    pytest.importorskip("pandas")
+    _, model_path = fitted
+    csv_path = _write_csv(tmp_path / "renamed.csv", data, header=["a", "b", "z"])
+    status = main(["score", str(model_path), str(csv_path)])
+    assert "do not match" in _assert_error(capsys, status)
+
+
+def test_score_missing_data_file(fitted, tmp_path, capsys):
+    _, model_path = fitted
+    status = main(["score", str(model_path), str(tmp_path / "nope.csv")])
+    assert "not found" in _assert_error(capsys, status)
+
+
+def test_score_bad_contamination(fitted, capsys):
+    csv_path, model_path = fitted
+    status = main(["score", str(model_path), str(csv_path), "--contamination", "0.9"])
+    assert "--contamination" in _assert_error(capsys, status)
+
+
+@pytest.mark.parametrize("kind", ["missing", "text", "dict", "sklearn-estimator", "unfitted"])
+def test_bad_model_file(fitted, tmp_path, capsys, kind):
+    csv_path, _ = fitted
+    path = tmp_path / "model.joblib"
+    if kind == "text":
+        path.write_text("this is not a pickle\n")
+    elif kind == "dict":
+        joblib.dump({"masks": [1, 2]}, path)
+    elif kind == "sklearn-estimator":
+        joblib.dump(GaussianMixture().fit(np.random.RandomState(0).normal(size=(20, 3))), path)
+    elif kind == "unfitted":
+        joblib.dump(CouplingFlow(), path)
+    for argv in (["score", str(path), str(csv_path)], ["sample", str(path), "-n", "5"]):
+        message = _assert_error(capsys, main(argv))
+        assert str(path) in message
+
+
+def test_usage_errors_return_2(capsys):
+    assert main(["sample", "model.joblib"]) == 2  # -n missing
+    assert main([]) == 2
+    assert main(["search", "--n-layers", "many"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_help_in_process(capsys):
+    for argv in (["--help"], ["search", "--help"], ["score", "--help"], ["sample", "--help"]):
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "--population-size" in out and "--contamination" in out and "-n N" in out
+
+
+def test_python_dash_m_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "skflowsearch", "--help"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: skflowsearch" in result.stdout
+    for command in ("search", "score", "sample"):
+        assert command in result.stdout

@@ -1,0 +1,165 @@
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_breast_cancer
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KernelDensity
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow
+
+
+def _small_flow(**params):
+    return CouplingFlow(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5, random_state=0, **params)
+
+
+@parametrize_with_checks([FlowOutlierDetector(_small_flow())])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def gaussian_data():
+    rng = np.random.RandomState(0)
+    return rng.normal(size=(400, 3)) @ np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 2.0]])
+
+
+@pytest.mark.parametrize("contamination", [0.02, 0.1, 0.25, 0.5])
+def test_fraction_of_training_rows_flagged(gaussian_data, contamination):
+    detector = FlowOutlierDetector(_small_flow(), contamination=contamination).fit(gaussian_data)
+    labels = detector.predict(gaussian_data)
+    assert labels.dtype.kind == "i"
+    assert set(np.unique(labels)) <= {-1, 1}
+    assert np.mean(labels == -1) == pytest.approx(contamination, abs=1.5 / len(gaussian_data))
+    np.testing.assert_array_equal(detector.fit_predict(gaussian_data), labels)
+
+
+def test_decision_function_is_shifted_score(gaussian_data):
+    detector = FlowOutlierDetector(_small_flow()).fit(gaussian_data)
+    scores = detector.score_samples(gaussian_data)
+    np.testing.assert_allclose(detector.decision_function(gaussian_data), scores - detector.offset_)
+    # score_samples is the wrapped estimator's.
+    np.testing.assert_allclose(scores, detector.estimator_.score_samples(gaussian_data))
+    assert detector.offset_ == pytest.approx(np.percentile(scores, 10))
+    # A far-away row is an outlier, the centre an inlier.
+    np.testing.assert_array_equal(detector.predict([[0.0, 0.0, 0.0], [20.0, -20.0, 20.0]]), [1, -1])
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [GaussianMixture(n_components=2, random_state=0), KernelDensity(bandwidth=0.5)],
+    ids=["GaussianMixture", "KernelDensity"],
+)
+def test_wraps_sklearn_density_estimators(gaussian_data, estimator):
+    detector = FlowOutlierDetector(estimator, contamination=0.1).fit(gaussian_data.tolist())
+    assert isinstance(detector.estimator_, type(estimator))
+    assert detector.estimator_ is not estimator
+    np.testing.assert_allclose(
+        detector.score_samples(gaussian_data), detector.estimator_.score_samples(gaussian_data)
+    )
+    assert np.mean(detector.predict(gaussian_data) == -1) == pytest.approx(0.1, abs=0.01)
+    assert detector.predict([[30.0, 30.0, 30.0]])[0] == -1
+
+
+def test_wraps_structure_search_flow(gaussian_data):
+    detector = FlowOutlierDetector()
+    assert detector.estimator is None
+    assert "estimator" in detector.get_params()
+    detector.set_params(
+        estimator=StructureSearchFlow(
+            n_layers=2, hidden_layer_sizes=(8,), population_size=2, n_offspring=2,
+            n_generations=1, fitness_epochs=2, max_epochs=3, random_state=0,
+        )
+    ).fit(gaussian_data)
+    assert isinstance(detector.estimator_, StructureSearchFlow)
+    assert detector.estimator_.masks_.shape == (2, 3)
+
+
+def test_default_is_structure_search_flow(monkeypatch, gaussian_data):
+    # Without an estimator, fit builds StructureSearchFlow() with its defaults.
+    built = []
+    original_fit = StructureSearchFlow.fit
+
+    def quick_fit(self, X, y=None):
+        built.append(self.get_params())
+        return original_fit(
+            clone(self).set_params(
+                n_layers=2, hidden_layer_sizes=(8,), population_size=2, n_offspring=2,
+                n_generations=1, fitness_epochs=2, max_epochs=3, random_state=0,
+            ),
+            X,
+        )
+
+    monkeypatch.setattr(StructureSearchFlow, "fit", quick_fit)
+    FlowOutlierDetector().fit(gaussian_data)
+    assert built == [StructureSearchFlow().get_params()]
+
+
+def test_breast_cancer_novelty_detection():
+    data = load_breast_cancer()
+    X, y = data.data, data.target  # 1 = benign (inliers), 0 = malignant
+    benign, malignant = X[y == 1], X[y == 0]
+    train, held_out = train_test_split(benign, test_size=0.2, random_state=0)
+    detector = FlowOutlierDetector(
+        CouplingFlow(n_layers=2, hidden_layer_sizes=(16,), max_epochs=10, random_state=0),
+        contamination=0.05,
+    ).fit(train)
+    X_test = np.vstack([held_out, malignant])
+    is_benign = np.r_[np.ones(len(held_out)), np.zeros(len(malignant))]
+    auc = roc_auc_score(is_benign, detector.score_samples(X_test))
+    assert auc > 0.8
+    # Most malignant rows are flagged, most held-out benign rows are not.
+    assert np.mean(detector.predict(malignant) == -1) > 0.5
+    assert np.mean(detector.predict(held_out) == 1) > 0.5
+
+
+@pytest.mark.parametrize("contamination", [0, 0.0, -0.1, 0.51, 1.0, "auto"])
+def test_bad_contamination_raises(gaussian_data, contamination):
+    detector = FlowOutlierDetector(GaussianMixture(), contamination=contamination)
+    with pytest.raises((ValueError, TypeError), match="contamination"):
+        detector.fit(gaussian_data)
+
+
+def test_numeric_bad_contamination_is_value_error(gaussian_data):
+    with pytest.raises(ValueError, match="contamination"):
+        FlowOutlierDetector(GaussianMixture(), contamination=0.7).fit(gaussian_data)
+
+
+def test_estimator_without_score_samples_raises(gaussian_data):
+    from sklearn.cluster import KMeans
+
+    with pytest.raises(TypeError, match="score_samples"):
+        FlowOutlierDetector(KMeans(n_clusters=2)).fit(gaussian_data)
+
+
+def test_unfitted_raises(gaussian_data):
+    for method in ("score_samples", "decision_function", "predict"):
+        with pytest.raises(NotFittedError):
+            getattr(FlowOutlierDetector(_small_flow()), method)(gaussian_data)
+
+
+def test_wrong_width_raises(gaussian_data):
+    detector = FlowOutlierDetector(GaussianMixture(random_state=0)).fit(gaussian_data)
+    with pytest.raises(ValueError, match="3 features"):
+        detector.predict(gaussian_data[:, :2])
+
+
+def test_clone_and_pickle(gaussian_data):
+    detector = FlowOutlierDetector(_small_flow(), contamination=0.2)
+    cloned = clone(detector)
+    assert cloned.get_params()["contamination"] == 0.2
+    assert cloned.estimator is not detector.estimator
+    assert cloned.get_params()["estimator__n_layers"] == 2
+
+    detector.fit(gaussian_data)
+    restored = pickle.loads(pickle.dumps(detector))
+    np.testing.assert_allclose(
+        restored.decision_function(gaussian_data), detector.decision_function(gaussian_data)
+    )
+    np.testing.assert_array_equal(restored.predict(gaussian_data), detector.predict(gaussian_data))
+    assert restored.offset_ == detector.offset_
