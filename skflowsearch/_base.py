@@ -98,6 +98,15 @@ class BaseFlow(DensityMixin, BaseEstimator):
         self : object
             The fitted estimator.
         """
+        try:
+            return self._fit(X)
+        except BaseException:
+            # Failed or interrupted (Ctrl-C): leave no half-fitted state behind.
+            for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+                delattr(self, name)
+            raise
+
+    def _fit(self, X):
         self._check_params()
         X = self._validate_fit_data(X)
         rng = check_random_state(self.random_state)

@@ -1,9 +1,10 @@
 """``StructureSearchFlow``: a coupling flow whose masks are found by evolution."""
 
 import numbers
-import time
+import os
 from functools import partial
 
+import joblib
 import numpy as np
 from sklearn.utils import check_scalar
 
@@ -74,6 +75,16 @@ class StructureSearchFlow(BaseFlow):
         ``callback(record, population, fitness)`` after every generation,
         with ``record`` a row of ``search_history_``; returning True stops
         the search.
+    checkpoint : str, path-like or None, default=None
+        File where the search state (population, fitness cache, history and
+        random generator state) is written after every generation, atomically
+        (a temporary file renamed over the old one). A ``fit`` with the same
+        data, parameters and checkpoint resumes after the last completed
+        generation and ends with the same result as an uninterrupted run; a
+        checkpoint of another search raises ``ValueError``. If ``fit`` is
+        interrupted (Ctrl-C), it raises ``KeyboardInterrupt``, the estimator
+        is left unfitted and the checkpoint holds the last completed
+        generation.
     whiten, actnorm, max_log_scale, max_epochs, batch_size, learning_rate, \
 weight_decay, n_iter_no_change
         As in :class:`CouplingFlow`.
@@ -163,6 +174,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         refit=True,
         n_candidates_per_batch=8,
         callback=None,
+        checkpoint=None,
         whiten=True,
         actnorm=True,
         max_log_scale=3.0,
@@ -192,6 +204,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.refit = refit
         self.n_candidates_per_batch = n_candidates_per_batch
         self.callback = callback
+        self.checkpoint = checkpoint
         self.whiten = whiten
         self.actnorm = actnorm
         self.max_log_scale = max_log_scale
@@ -261,7 +274,8 @@ n_parameters_, device_, n_features_in_, feature_names_in_
             size_penalty=self.size_penalty,
             score_offset=self.input_log_det_,
         )
-        progress = _Progress(self.n_generations + 1, self.verbose, self.callback, self.max_time)
+        fingerprint = self._search_fingerprint(Z_train, Z_val, search_seed, batch_seed, evolution_seed)
+        progress = _Progress(self.n_generations + 1, self.verbose, self.callback)
         try:
             population, fitness, history, evaluations = mu_plus_lambda(
                 self._initial_population(Z_train.shape[1], evolution_rng),
@@ -275,13 +289,18 @@ n_parameters_, device_, n_features_in_, feature_names_in_
                 mutate=partial(mutate, rate=self.mutation_rate),
                 rng=evolution_rng,
                 patience=self.patience,
-                # max_time is enforced by ``progress``: mu_plus_lambda rejects the
-                # max_time=0 this estimator accepts (stop after generation 0).
-                max_time=None,
+                max_time=self.max_time,
                 callback=progress,
+                state=_load_checkpoint(self.checkpoint, fingerprint),
+                checkpoint=self.checkpoint and partial(_save_checkpoint, self.checkpoint, fingerprint),
             )
         finally:
             progress.close()
+        if not np.isfinite(fitness[0]):
+            raise RuntimeError(
+                "every candidate of the search diverged or failed; errors: "
+                f"{evaluator.errors[:3]}. Try a lower learning_rate or max_log_scale."
+            )
         self.population_ = np.stack(population)
         self.population_scores_ = np.asarray(fitness, dtype=float)
         self.search_history_ = history
@@ -291,6 +310,12 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.n_generations_ = len(history) - 1
         return self.population_[0]
 
+    def _search_fingerprint(self, Z_train, Z_val, *seeds):
+        """Hash of everything the search result depends on, to match checkpoints."""
+        ignored = {"n_jobs", "device", "verbose", "callback", "checkpoint", "max_time"}
+        params = {k: v for k, v in self.get_params().items() if k not in ignored}
+        return joblib.hash((Z_train, Z_val, seeds, sorted(params.items(), key=str)))
+
     def _final_training_plan(self, masks, rng):
         if self.refit:
             return super()._final_training_plan(masks, rng)
@@ -299,14 +324,36 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         return config, genome_seed(search_seed, masks), batch_seed
 
 
-class _Progress:
-    """Per-generation callback: a progress bar (or lines), the user's callback,
-    then the ``max_time`` stop (seconds since the search started)."""
+_CHECKPOINT_FORMAT = 1
 
-    def __init__(self, total, verbose, user_callback, max_time=None):
+
+def _load_checkpoint(path, fingerprint):
+    """The saved :class:`SearchState`, or None when there is no checkpoint yet."""
+    if path is None or not os.path.exists(path):
+        return None
+    saved = joblib.load(path)
+    if not isinstance(saved, dict) or saved.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"{os.fspath(path)!r} is not a StructureSearchFlow checkpoint.")
+    if saved["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"the checkpoint {os.fspath(path)!r} was written by a search with other data, "
+            "parameters or random_state; delete it or choose another path."
+        )
+    return saved["state"]
+
+
+def _save_checkpoint(path, fingerprint, state):
+    """Write ``state`` to ``path`` atomically: a crash leaves the old file or the new one."""
+    temporary = f"{os.fspath(path)}.{os.getpid()}.tmp"
+    joblib.dump({"format": _CHECKPOINT_FORMAT, "fingerprint": fingerprint, "state": state}, temporary)
+    os.replace(temporary, path)
+
+
+class _Progress:
+    """Per-generation callback: a progress bar (or lines), then the user's callback."""
+
+    def __init__(self, total, verbose, user_callback):
         self.user_callback = user_callback
-        self.max_time = max_time
-        self.start = time.perf_counter()
         self.bar = None
         self.verbose = verbose
         if verbose >= 1:
@@ -328,12 +375,9 @@ class _Progress:
                 f"{record['n_evaluations']}  failed {record['n_failed']}  "
                 f"{record['seconds']:.1f}s"
             )
-        stop = False
         if self.user_callback is not None:
-            stop = bool(self.user_callback(record, population, fitness))
-        if self.max_time is not None and time.perf_counter() - self.start >= self.max_time:
-            stop = True
-        return stop
+            return bool(self.user_callback(record, population, fitness))
+        return False
 
     def close(self):
         if self.bar is not None:
