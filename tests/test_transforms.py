@@ -1,0 +1,397 @@
+"""Property tests of the invertible maps and of the population-stacked flow.
+
+Everything runs in float64 with all parameters (the zero-initialised output
+layer and the ActNorm layers included) perturbed by seeded noise, so the flow
+is far from the identity it starts as.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from skflowsearch._nn import CouplingFlowStack
+from skflowsearch._transforms import (
+    actnorm_forward,
+    actnorm_inverse,
+    affine_coupling_forward,
+    affine_coupling_inverse,
+    soft_clamp,
+    standard_normal_log_prob,
+)
+
+fast = settings(max_examples=40, deadline=None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny tensors: intra-op threads only add overhead, and spin badly when
+    # the cores are shared with other processes.
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+seeds = st.integers(0, 2**31 - 1)
+finite = st.floats(-4.0, 4.0, allow_nan=False, allow_infinity=False)
+
+
+def repair(masks):
+    """Give every layer at least one True and one False (n_features >= 2)."""
+    masks = np.array(masks, dtype=bool)
+    empty = ~masks.any(axis=-1)
+    masks[empty, 0] = True
+    full = masks.all(axis=-1)
+    masks[full, -1] = False
+    return masks
+
+
+@st.composite
+def stacks(draw, max_members=3):
+    """A perturbed float64 stack and an input batch for it."""
+    n_members = draw(st.integers(1, max_members))
+    n_layers = draw(st.integers(1, 4))
+    n_features = draw(st.integers(2, 6))
+    masks = repair(draw(hnp.arrays(np.bool_, (n_members, n_layers, n_features))))
+    hidden = tuple(draw(st.lists(st.integers(1, 6), min_size=1, max_size=2)))
+    member_seeds = draw(st.lists(seeds, min_size=n_members, max_size=n_members))
+    actnorm = draw(st.booleans())
+    module = make_stack(masks, hidden, member_seeds, actnorm, noise_seed=draw(seeds))
+    batch = draw(st.integers(1, 5))
+    x = draw(hnp.arrays(np.float64, (batch, n_features), elements=finite))
+    return module, torch.from_numpy(x)
+
+
+def make_stack(masks, hidden, member_seeds, actnorm=True, noise_seed=0, scale=0.5):
+    module = CouplingFlowStack(
+        torch.as_tensor(masks), hidden, member_seeds, actnorm=actnorm
+    ).double()
+    perturb(module, noise_seed, scale)
+    return module
+
+
+@torch.no_grad()
+def perturb(module, seed, scale=0.5):
+    generator = torch.Generator().manual_seed(seed)
+    for parameter in module.parameters():
+        noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+        parameter.add_(scale * noise)
+    if module.actnorm:
+        module.actnorm_initialized.fill_(True)
+
+
+def test_perturb_makes_the_flow_nontrivial():
+    torch.manual_seed(0)
+    module = make_stack(repair(np.array([[[True, False, False]] * 2])), (4,), [0])
+    x = torch.randn(7, 3, dtype=torch.float64)
+    z, log_det = module(x)
+    assert not torch.allclose(z[0], x)
+    assert log_det.abs().min() > 1e-6
+    # and the coupling itself moves the transformed features
+    assert module.weights[-1].abs().min() > 0
+
+
+# --- the whole stack ---------------------------------------------------------------
+
+
+@fast
+@given(stacks())
+def test_inverse_of_forward_is_identity(case):
+    module, x = case
+    with torch.no_grad():
+        z, _ = module(x)
+        x_back, _ = module.inverse(z)
+    assert z.shape == (module.n_members, *x.shape)
+    expected = x.expand_as(x_back)
+    torch.testing.assert_close(x_back, expected, rtol=1e-5, atol=1e-8)
+
+
+@fast
+@given(stacks())
+def test_forward_of_inverse_is_identity(case):
+    module, z = case
+    with torch.no_grad():
+        x, _ = module.inverse(z)
+        z_back, _ = module(x)
+    torch.testing.assert_close(z_back, z.expand_as(z_back), rtol=1e-5, atol=1e-8)
+
+
+@fast
+@given(stacks())
+def test_inverse_log_det_is_negated_forward_log_det(case):
+    module, x = case
+    with torch.no_grad():
+        z, forward_log_det = module(x)
+        _, inverse_log_det = module.inverse(z)
+    assert forward_log_det.shape == (module.n_members, x.shape[0])
+    torch.testing.assert_close(inverse_log_det, -forward_log_det, rtol=1e-7, atol=1e-9)
+
+
+@fast
+@given(stacks())
+def test_forward_log_det_is_log_abs_det_jacobian(case):
+    module, x = case
+    with torch.no_grad():
+        _, log_det = module(x)
+    for member in range(module.n_members):
+        for row in range(x.shape[0]):
+
+            def f(v, member=member):
+                return module(v[None])[0][member, 0]
+
+            jacobian = torch.autograd.functional.jacobian(f, x[row])
+            _, expected = torch.linalg.slogdet(jacobian)
+            torch.testing.assert_close(log_det[member, row], expected, rtol=1e-7, atol=1e-9)
+
+
+@fast
+@given(stacks())
+def test_log_prob_is_base_log_prob_plus_log_det(case):
+    module, x = case
+    with torch.no_grad():
+        z, log_det = module(x)
+        expected = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1) + log_det
+        torch.testing.assert_close(module.log_prob(x), expected)
+
+
+@fast
+@given(stacks(), seeds)
+def test_sample_is_inverse_of_base_noise(case, seed):
+    module, _ = case
+    with torch.no_grad():
+        samples = module.sample(4, torch.Generator().manual_seed(seed))
+        again = module.sample(4, torch.Generator().manual_seed(seed))
+        z = torch.randn(
+            module.n_members, 4, module.n_features,
+            generator=torch.Generator().manual_seed(seed), dtype=torch.float64,
+        )
+        expected, _ = module.inverse(z)
+    assert samples.shape == (module.n_members, 4, module.n_features)
+    assert samples.dtype == torch.float64
+    torch.testing.assert_close(samples, again, rtol=0, atol=0)
+    torch.testing.assert_close(samples, expected, rtol=0, atol=0)
+
+
+def test_conditioning_features_pass_through_each_coupling():
+    # without ActNorm, a one-layer flow leaves its conditioning features untouched
+    masks = np.array([[[True, False, True, False]]])
+    module = make_stack(masks, (5,), [3], actnorm=False)
+    x = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z, _ = module(x)
+    torch.testing.assert_close(z[0][:, masks[0, 0]], x[:, masks[0, 0]], rtol=0, atol=0)
+    assert not torch.allclose(z[0][:, ~masks[0, 0]], x[:, ~masks[0, 0]])
+
+
+def test_new_stack_is_the_identity():
+    masks = repair(np.random.default_rng(0).random((2, 3, 4)) < 0.5)
+    module = CouplingFlowStack(torch.as_tensor(masks), (8, 8), [1, 2], actnorm=False).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        z, log_det = module(x)
+    torch.testing.assert_close(z, x.expand_as(z), rtol=0, atol=0)
+    assert torch.all(log_det == 0)
+
+
+def test_seed_count_must_match_members():
+    with pytest.raises(ValueError, match="one seed per member"):
+        CouplingFlowStack(torch.ones(2, 1, 3, dtype=torch.bool), (4,), [0])
+
+
+# --- members are independent -------------------------------------------------------
+
+
+def single_member(module, masks, hidden, member, actnorm):
+    alone = CouplingFlowStack(
+        torch.as_tensor(masks[member : member + 1]), hidden, [12345], actnorm=actnorm
+    ).double()
+    state = {
+        name: tensor if tensor.dim() == 0 else tensor[member : member + 1]
+        for name, tensor in module.state_dict().items()
+    }
+    alone.load_state_dict(state)
+    return alone
+
+
+@fast
+@given(
+    st.integers(1, 4), st.integers(2, 6), st.booleans(), seeds, seeds,
+    hnp.arrays(np.float64, (4, 6), elements=finite),
+)
+def test_members_of_a_stack_are_independent(n_layers, n_features, actnorm, mask_seed, noise_seed, x):
+    masks = repair(np.random.default_rng(mask_seed).random((3, n_layers, n_features)) < 0.5)
+    hidden = (5, 3)
+    module = make_stack(masks, hidden, [7, 8, 9], actnorm, noise_seed)
+    x = torch.from_numpy(x[:, :n_features].copy())
+    with torch.no_grad():
+        z, log_det = module(x)
+        x_back, inverse_log_det = module.inverse(x)
+        log_prob = module.log_prob(x)
+        for member in range(3):
+            alone = single_member(module, masks, hidden, member, actnorm)
+            z1, ld1 = alone(x)
+            torch.testing.assert_close(z1[0], z[member], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(ld1[0], log_det[member], rtol=1e-12, atol=1e-12)
+            xb1, ild1 = alone.inverse(x)
+            torch.testing.assert_close(xb1[0], x_back[member], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(ild1[0], inverse_log_det[member], rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(alone.log_prob(x)[0], log_prob[member], rtol=1e-12, atol=1e-12)
+
+
+def test_member_state_matches_slices():
+    masks = repair(np.random.default_rng(1).random((3, 2, 4)) < 0.5)
+    module = make_stack(masks, (4,), [1, 2, 3], noise_seed=5)
+    state = module.member_state(torch.tensor([2]))
+    alone = CouplingFlowStack(torch.as_tensor(masks[2:]), (4,), [0]).double()
+    alone.load_state_dict(state)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(alone.log_prob(x)[0], module.log_prob(x)[2], rtol=1e-12, atol=0)
+
+
+def test_actnorm_initialization_is_per_member():
+    masks = repair(np.random.default_rng(2).random((3, 3, 4)) < 0.5)
+    x = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    module = make_stack(masks, (4,), [1, 2, 3], noise_seed=5)
+    module.actnorm_initialized.fill_(False)
+    module.initialize_actnorm(x)
+    assert bool(module.actnorm_initialized)
+    # the first ActNorm output is standardized per feature
+    with torch.no_grad():
+        y, _ = actnorm_forward(
+            x.expand(3, -1, -1), module.actnorm_log_scale[:, 0], module.actnorm_bias[:, 0]
+        )
+    torch.testing.assert_close(y.mean(1), torch.zeros(3, 4, dtype=torch.float64), rtol=0, atol=1e-10)
+    torch.testing.assert_close(y.std(1), torch.ones(3, 4, dtype=torch.float64), rtol=0, atol=1e-10)
+    for member in range(3):
+        alone = single_member(module, masks, (4,), member, True)
+        alone.actnorm_initialized.fill_(False)
+        with torch.no_grad():
+            alone.actnorm_log_scale.zero_()
+            alone.actnorm_bias.zero_()
+        alone.initialize_actnorm(x)
+        torch.testing.assert_close(alone.actnorm_log_scale[0], module.actnorm_log_scale[member], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(alone.actnorm_bias[0], module.actnorm_bias[member], rtol=1e-12, atol=1e-12)
+    # a second call is a no-op
+    before = module.actnorm_bias.clone()
+    module.initialize_actnorm(x * 10)
+    assert torch.equal(module.actnorm_bias, before)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(seeds, min_size=3, max_size=3, unique=True), st.integers(0, 2))
+def test_member_init_depends_only_on_its_seed(member_seeds, position):
+    rng = np.random.default_rng(member_seeds[0])
+    masks3 = repair(rng.random((3, 2, 5)) < 0.5)
+    masks1 = repair(rng.random((1, 2, 5)) < 0.5)  # masks do not matter
+    hidden = (6, 4)
+    stack3 = CouplingFlowStack(torch.as_tensor(masks3), hidden, member_seeds)
+    stack1 = CouplingFlowStack(torch.as_tensor(masks1), hidden, [member_seeds[position]])
+    for p3, p1 in zip(stack3.parameters(), stack1.parameters()):
+        assert torch.equal(p3[position], p1[0])
+    # distinct seeds give distinct hidden weights
+    others = [i for i in range(3) if i != position]
+    for i in others:
+        assert not torch.equal(stack3.weights[0][i], stack3.weights[0][position])
+    # the output layer starts at zero (identity coupling)
+    assert torch.all(stack3.weights[-1] == 0) and torch.all(stack3.biases[-1] == 0)
+
+
+# --- the pure functions --------------------------------------------------------------
+
+
+vectors = st.integers(1, 6).flatmap(
+    lambda n: st.tuples(
+        *(hnp.arrays(np.float64, (3, n), elements=finite) for _ in range(3)),
+        hnp.arrays(np.bool_, (n,)),
+    )
+)
+
+
+@fast
+@given(vectors)
+def test_affine_coupling_roundtrip_and_log_det(arrays):
+    x, log_scale, shift, mask = (torch.from_numpy(a.copy()) for a in arrays)
+    mask = mask.double()
+    y, log_det = affine_coupling_forward(x, mask, log_scale, shift)
+    # conditioning features pass through; transformed ones are scaled and shifted
+    free = mask == 0
+    torch.testing.assert_close(y[:, ~free], x[:, ~free], rtol=0, atol=0)
+    torch.testing.assert_close(
+        y[:, free], x[:, free] * torch.exp(log_scale[:, free]) + shift[:, free]
+    )
+    torch.testing.assert_close(log_det, (log_scale * (1 - mask)).sum(-1))
+    x_back, inverse_log_det = affine_coupling_inverse(y, mask, log_scale, shift)
+    torch.testing.assert_close(x_back, x, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(inverse_log_det, -log_det, rtol=0, atol=0)
+    # the log-det is that of the Jacobian of the row map
+    for row in range(x.shape[0]):
+        jacobian = torch.autograd.functional.jacobian(
+            lambda v: affine_coupling_forward(v, mask, log_scale[row], shift[row])[0], x[row]
+        )
+        torch.testing.assert_close(log_det[row], torch.linalg.slogdet(jacobian)[1])
+
+
+@fast
+@given(vectors)
+def test_actnorm_roundtrip_and_log_det(arrays):
+    x, log_scale, bias, _ = (torch.from_numpy(a.copy()) for a in arrays)
+    log_scale, bias = log_scale[:1], bias[:1]  # one per feature, broadcast over rows
+    y, log_det = actnorm_forward(x, log_scale, bias)
+    torch.testing.assert_close(y, x * torch.exp(log_scale) + bias)
+    assert log_det.shape == (x.shape[0],)
+    torch.testing.assert_close(log_det, log_scale.sum().expand(x.shape[0]))
+    x_back, inverse_log_det = actnorm_inverse(y, log_scale, bias)
+    torch.testing.assert_close(x_back, x, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(inverse_log_det, -log_det, rtol=0, atol=0)
+
+
+@fast
+@given(
+    hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(-1e6, 1e6, allow_nan=False)),
+    st.floats(0.01, 10.0),
+)
+def test_soft_clamp_bounds(raw, bound):
+    raw = torch.from_numpy(raw)
+    out = soft_clamp(raw, bound)
+    assert torch.all(out.abs() <= bound)
+    # monotone, odd, and sign-preserving
+    order = torch.argsort(raw)
+    assert torch.all(torch.diff(out[order]) >= 0)
+    torch.testing.assert_close(soft_clamp(-raw, bound), -out)
+    assert torch.all(torch.sign(out) * torch.sign(raw) >= 0)
+    assert torch.all(out.abs() <= raw.abs() + 1e-12)
+
+
+def test_soft_clamp_is_identity_near_zero_and_saturates():
+    raw = torch.tensor([1e-4, -1e-4, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(soft_clamp(raw, 3.0), raw, rtol=1e-8, atol=0)
+    big = soft_clamp(torch.tensor([1e3, -1e3], dtype=torch.float64), 3.0)
+    torch.testing.assert_close(big, torch.tensor([3.0, -3.0], dtype=torch.float64))
+    # gradient 1 at zero
+    x = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    soft_clamp(x, 2.0).backward()
+    assert x.grad.item() == pytest.approx(1.0)
+
+
+@fast
+@given(
+    st.integers(1, 5).flatmap(
+        lambda n: hnp.arrays(np.float64, (4, n), elements=st.floats(-30, 30))
+    )
+)
+def test_standard_normal_log_prob(z):
+    z = torch.from_numpy(z)
+    expected = torch.distributions.Normal(
+        torch.zeros((), dtype=torch.float64), torch.ones((), dtype=torch.float64)
+    ).log_prob(z).sum(-1)
+    torch.testing.assert_close(standard_normal_log_prob(z), expected, rtol=1e-12, atol=1e-12)
+    assert standard_normal_log_prob(z[:1].float()).dtype == torch.float32
+
+
+def test_standard_normal_log_prob_at_zero():
+    z = torch.zeros(1, 3, dtype=torch.float64)
+    assert standard_normal_log_prob(z).item() == pytest.approx(-1.5 * math.log(2 * math.pi))
