@@ -129,9 +129,11 @@ def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_gene
         record = _record(generation, n_new, n_failed, fitness, time.perf_counter() - tic)
         stall = stall + 1 if logbook and record["best"] <= logbook[-1]["best"] else 0
         logbook.append(record)
-        done = ((patience is not None and stall >= patience)
-                or (max_time is not None and time.perf_counter() - start >= max_time)
-                or (callback is not None and bool(callback(record, list(parents), fitness.copy()))))
+        # The callback runs every generation, also the one a stopping rule ends.
+        asked_to_stop = callback is not None and bool(callback(record, list(parents), fitness.copy()))
+        done = (asked_to_stop
+                or (patience is not None and stall >= patience)
+                or (max_time is not None and time.perf_counter() - start >= max_time))
         if checkpoint is not None:
             checkpoint(SearchState(generation, parents, fitness, cache, evaluations, logbook,
                                    stall, rng.bit_generator.state,

@@ -313,3 +313,11 @@ def test_resume_of_a_finished_search_evaluates_nothing():
 
     population, _, log, _ = run(must_not_run, n_generations=50, patience=2, state=final)
     assert len(log) == len(final.logbook)
+
+
+@pytest.mark.parametrize("stop", [dict(patience=2), dict(max_time=0)])
+def test_callback_sees_the_generation_a_stopping_rule_ends(stop):
+    seen = []
+    _, _, logbook, _ = run(lambda gs: np.zeros(len(gs)), n_generations=50,
+                           callback=lambda record, *_: seen.append(record["generation"]), **stop)
+    assert seen == [r["generation"] for r in logbook]
