@@ -170,9 +170,10 @@ class BaseFlow(DensityMixin, BaseEstimator):
         # Kept in float64 so that scores agree row by row whatever the batch.
         self.flow_ = result.module.double().to(device)
         self.device_ = str(device)
-        self.loss_curve_ = result.train_loss[: result.n_epochs[0], 0]
+        self.loss_curve_ = result.train_loss[: result.n_epochs[0], 0].astype(np.float64)
         self.validation_scores_ = (
-            result.validation_score[: result.n_epochs[0] + 1, 0] + self.input_log_det_
+            result.validation_score[: result.n_epochs[0] + 1, 0].astype(np.float64)
+            + self.input_log_det_
         )
         self.best_validation_score_ = float(result.best_validation_score[0] + self.input_log_det_)
         self.n_epochs_ = int(result.n_epochs[0])

@@ -11,6 +11,12 @@ import numpy as np
 # collinear features from being blown up by tiny eigenvalues.
 _WHITEN_RIDGE = 1e-4
 
+# A column whose standard deviation is at most this fraction of its largest
+# magnitude varies only at the rounding level of its values (about 1000 ulps):
+# it is treated as constant. The test is relative, so that columns on any scale
+# (1e-12 as well as 1e12) are accepted as long as they really vary.
+_MIN_RELATIVE_SPREAD = 1000 * np.finfo(np.float64).eps
+
 
 def fit_affine_normalizer(X, whiten):
     """Fit the map on training rows ``X``.
@@ -28,17 +34,33 @@ def fit_affine_normalizer(X, whiten):
     ValueError
         If a column is constant: it has no density.
     """
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
-    constant = np.flatnonzero(scale <= 1e-12 * np.maximum(1.0, np.abs(mean)))
+    # Statistics are taken on each column divided by its largest magnitude and
+    # scaled back: squaring values beyond ~1e154 (or below ~1e-154) directly
+    # would overflow (underflow) and make the map inf or NaN.
+    peak = np.max(np.abs(X), axis=0)
+    unit = np.where(peak > 0, peak, 1.0)
+    X_unit = X / unit
+    relative_scale = X_unit.std(axis=0)
+    constant = np.flatnonzero(relative_scale <= _MIN_RELATIVE_SPREAD)
     if constant.size:
         raise ValueError(
             f"column(s) {constant.tolist()} of X are constant; a density over them is "
             "degenerate. Drop them (e.g. with sklearn.feature_selection.VarianceThreshold)."
         )
-    matrix = np.diag(1.0 / scale)
+    mean = X_unit.mean(axis=0) * unit
+    scale = relative_scale * unit
+    with np.errstate(over="ignore", divide="ignore"):
+        inverse_scale = 1.0 / scale
+    too_small = np.flatnonzero(~np.isfinite(inverse_scale))
+    if too_small.size:
+        raise ValueError(
+            f"column(s) {too_small.tolist()} of X have a standard deviation too small to "
+            "standardize in float64 (below ~1e-308); rescale them."
+        )
+    matrix = np.diag(inverse_scale)
     if whiten:
-        correlation = np.corrcoef(X, rowvar=False) + _WHITEN_RIDGE * np.eye(X.shape[1])
+        # The correlation does not depend on the columns' scales.
+        correlation = np.corrcoef(X_unit, rowvar=False) + _WHITEN_RIDGE * np.eye(X.shape[1])
         eigenvalues, eigenvectors = np.linalg.eigh(correlation)
         matrix = matrix @ (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T
     _, log_det = np.linalg.slogdet(matrix)
