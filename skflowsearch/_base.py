@@ -187,7 +187,9 @@ class BaseFlow(DensityMixin, BaseEstimator):
     def _flow_input(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return (X - self.mean_) @ self.input_matrix_
+        # Rows near the float64 limit can overflow here; they score -inf.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (X - self.mean_) @ self.input_matrix_
 
     def score_samples(self, X):
         """Log-density of each row of ``X`` in the original feature space.
@@ -202,13 +204,17 @@ class BaseFlow(DensityMixin, BaseEstimator):
             In nats, including the log-Jacobian of the internal normalization.
         """
         Z = self._flow_input(X)
+        finite = np.isfinite(Z).all(axis=1)
+        Z = Z[finite]
         device = self.flow_.masks.device
-        out = np.empty(Z.shape[0])
+        log_density = np.empty(Z.shape[0])
         with torch.no_grad():
             for start in range(0, Z.shape[0], _SCORE_CHUNK):
                 chunk = torch.from_numpy(Z[start : start + _SCORE_CHUNK]).to(device)
-                out[start : start + chunk.shape[0]] = self.flow_.log_prob(chunk)[0].cpu().numpy()
-        return out + self.input_log_det_
+                log_density[start : start + chunk.shape[0]] = self.flow_.log_prob(chunk)[0].cpu().numpy()
+        out = np.full(finite.shape[0], -np.inf)
+        out[finite] = log_density + self.input_log_det_
+        return out
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X`` (nats per row); higher is better.

@@ -121,7 +121,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
             The fitted detector.
         """
         self._check_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         self.estimator_ = self._make_estimator().fit(X)
         scores = self._score(X)
         self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))

@@ -12,10 +12,10 @@ import numpy as np
 _WHITEN_RIDGE = 1e-4
 
 # A column whose standard deviation is at most this fraction of its largest
-# magnitude varies only at the rounding level of its values (about 1000 ulps):
+# magnitude varies only at the rounding level of its values (about 100 ulps):
 # it is treated as constant. The test is relative, so that columns on any scale
 # (1e-12 as well as 1e12) are accepted as long as they really vary.
-_MIN_RELATIVE_SPREAD = 1000 * np.finfo(np.float64).eps
+_MIN_RELATIVE_SPREAD = 100 * np.finfo(np.float64).eps
 
 
 def fit_affine_normalizer(X, whiten):

@@ -1,0 +1,110 @@
+"""The structure search on a real dask cluster gives the single-process result.
+
+A ``LocalCluster`` of two single-threaded worker processes, listening on the
+loopback interface only, runs the candidate batches through
+``joblib.parallel_config(backend="dask")``. Every genome's weight seed derives
+from the search seed and its bits and all candidates see the same minibatch
+order, so the result must be identical to ``n_jobs=1``.
+"""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("dask.distributed")
+joblib = pytest.importorskip("joblib")
+
+from skflowsearch import StructureSearchFlow  # noqa: E402
+
+SEARCH_PARAMS = dict(
+    n_layers=3,
+    hidden_layer_sizes=(8,),
+    population_size=4,
+    n_offspring=4,
+    n_generations=2,
+    fitness_epochs=3,
+    max_epochs=5,
+    batch_size=32,
+    n_candidates_per_batch=2,  # several joblib tasks per generation
+    random_state=0,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(120, 4))
+    X[:, 1] += 0.5 * X[:, 0] ** 2  # something for the coupling layers to learn
+    return X
+
+
+@pytest.fixture(scope="module")
+def dask_client(request):
+    """Two worker processes with one thread each, on 127.0.0.1 only."""
+    with warnings.catch_warnings():
+        # e.g. "Port 8787 is already in use" style notices; nothing is served here.
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=True,
+        )
+    client = distributed.Client(cluster, set_as_default=True)
+
+    def close():
+        client.close()
+        cluster.close()
+
+    request.addfinalizer(close)
+    return client
+
+
+@pytest.fixture(scope="module")
+def reference(data):
+    return StructureSearchFlow(**SEARCH_PARAMS, n_jobs=1).fit(data)
+
+
+def test_cluster_listens_on_loopback_only(dask_client):
+    info = dask_client.scheduler_info()
+    addresses = [info["address"], *info["workers"]]
+    assert len(info["workers"]) == 2
+    for address in addresses:
+        assert address.startswith("tcp://127.0.0.1:"), address
+
+
+def test_dask_backend_matches_single_process(dask_client, data, reference):
+    with distributed.get_task_stream(dask_client) as stream:
+        with joblib.parallel_config(backend="dask"):
+            search = StructureSearchFlow(**SEARCH_PARAMS).fit(data)
+
+    # The candidate batches really ran on the cluster.
+    per_batch = SEARCH_PARAMS["n_candidates_per_batch"]
+    n_batches = sum(-(-r["n_evaluations"] // per_batch) for r in reference.search_history_)
+    assert n_batches >= 4
+    # joblib may group calls into one dask task ("batch_of_<func>_<n>_calls").
+    calls = [re.search(r"_train_group_(\d+)_calls", task["key"]) for task in stream.data]
+    assert all(calls), [task["key"] for task in stream.data]
+    assert sum(int(c.group(1)) for c in calls) == n_batches
+    assert {task["worker"] for task in stream.data} <= set(dask_client.scheduler_info()["workers"])
+
+    np.testing.assert_array_equal(search.masks_, reference.masks_)
+    np.testing.assert_array_equal(search.evaluated_masks_, reference.evaluated_masks_)
+    np.testing.assert_array_equal(search.evaluated_scores_, reference.evaluated_scores_)
+    np.testing.assert_array_equal(search.population_scores_, reference.population_scores_)
+    assert search.best_score_ == reference.best_score_
+    np.testing.assert_array_equal(search.score_samples(data), reference.score_samples(data))
+    assert np.all(np.isfinite(search.evaluated_scores_))
+
+
+def test_dask_backend_with_n_jobs_matches(dask_client, data, reference):
+    # An explicit n_jobs inside the dask context changes nothing either.
+    with joblib.parallel_config(backend="dask"):
+        search = StructureSearchFlow(**SEARCH_PARAMS, n_jobs=2).fit(data)
+    np.testing.assert_array_equal(search.masks_, reference.masks_)
+    np.testing.assert_array_equal(search.evaluated_scores_, reference.evaluated_scores_)
+    np.testing.assert_array_equal(search.score_samples(data), reference.score_samples(data))
