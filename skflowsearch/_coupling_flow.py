@@ -71,9 +71,9 @@ class CouplingFlow(BaseFlow):
         whitening matrix when ``whiten=True``.
     input_log_det_ : float
         ``log|det input_matrix_|``, added to the flow's log-density.
-    loss_curve_ : ndarray of shape (n_epochs_,)
+    loss_curve_ : ndarray of shape (`n_epochs_`,)
         Mean training negative log-likelihood per epoch (normalized space).
-    validation_scores_ : ndarray of shape (n_epochs_ + 1,)
+    validation_scores_ : ndarray of shape (`n_epochs_` + 1,)
         Mean validation log-likelihood (original space) before training and
         after each epoch.
     best_validation_score_ : float
@@ -89,7 +89,7 @@ class CouplingFlow(BaseFlow):
         Device the flow lives on.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during ``fit``, when ``X`` has string column names.
 
     See Also

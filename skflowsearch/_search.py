@@ -13,19 +13,12 @@ devices, and workers receive masks and data, never live modules.
 """
 
 import warnings
-from contextlib import contextmanager
 
 import numpy as np
-import torch
 from sklearn.utils.parallel import Parallel, delayed
 
 from ._masks import effective_n_parameters
 from ._training import fit_flows
-
-# Torch threads of one training task. One thread per task makes a fitness the
-# same whatever n_jobs is (thread count can change float reductions), and
-# n_jobs tasks then never oversubscribe n_jobs cores.
-_THREADS_PER_TASK = 1
 
 
 def genome_seed(search_seed, genome):
@@ -35,27 +28,16 @@ def genome_seed(search_seed, genome):
     return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-@contextmanager
-def _torch_threads(n_threads):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _train_group(masks, Z_train, Z_val, seeds, batch_seed, config, device, n_threads):
+def _train_group(masks, Z_train, Z_val, seeds, batch_seed, config, device):
     """Train one group of candidates; runs in a joblib worker.
 
     Returns plain numpy data: the best validation score and divergence flag of
     each member, or an error message when training raised.
     """
     try:
-        with _torch_threads(n_threads):
-            result = fit_flows(
-                masks, Z_train, Z_val, seeds=seeds, batch_seed=batch_seed, config=config, device=device
-            )
+        result = fit_flows(
+            masks, Z_train, Z_val, seeds=seeds, batch_seed=batch_seed, config=config, device=device
+        )
     except (RuntimeError, ValueError, MemoryError) as exc:  # e.g. CUDA out of memory
         n = len(masks)
         return np.full(n, -np.inf), np.ones(n, dtype=bool), f"{type(exc).__name__}: {exc}"
@@ -123,7 +105,6 @@ class PopulationEvaluator:
                 self.batch_seed,
                 self.config,
                 self.devices[i % len(self.devices)],
-                _THREADS_PER_TASK,
             )
             for i, group in enumerate(groups)
         ]

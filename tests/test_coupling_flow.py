@@ -27,15 +27,6 @@ from skflowsearch.datasets import load_dataset
 SMALL = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5, random_state=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: intra-op threads only add overhead, and spin badly when
-    # the cores are shared with other processes.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
 
 @parametrize_with_checks([CouplingFlow(**SMALL)])
 def test_sklearn_compatible_estimator(estimator, check):

@@ -131,9 +131,8 @@ def test_fitness_is_mean_validation_log_likelihood(data, genomes, reference):
     # genome_seed and the shared batch seed, plus the offset.
     Z_train, Z_val = data
     g = genomes[2]
-    with search_module._torch_threads(1):
-        result = fit_flows(g[None], Z_train, Z_val, seeds=[genome_seed(1, g)], batch_seed=2,
-                           config=CONFIG, device=torch.device("cpu"))
+    result = fit_flows(g[None], Z_train, Z_val, seeds=[genome_seed(1, g)], batch_seed=2,
+                       config=CONFIG, device=torch.device("cpu"))
     assert reference[2] == result.best_validation_score[0]
     shifted = make_evaluator(data, score_offset=10.5)(genomes)
     np.testing.assert_allclose(shifted, reference + 10.5, rtol=0, atol=1e-12)

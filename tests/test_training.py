@@ -34,15 +34,6 @@ CONFIG = TrainingConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: intra-op threads only add overhead, and spin badly when
-    # the cores are shared with other processes.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
 
 def _data():
     rng = np.random.default_rng(0)

@@ -26,15 +26,6 @@ from skflowsearch._transforms import (
 
 fast = settings(max_examples=40, deadline=None)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: intra-op threads only add overhead, and spin badly when
-    # the cores are shared with other processes.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
 seeds = st.integers(0, 2**31 - 1)
 finite = st.floats(-4.0, 4.0, allow_nan=False, allow_infinity=False)
 
