@@ -66,9 +66,12 @@ class StructureSearchFlow(BaseFlow):
     max_time : float or None, default=None
         Stop after the generation during which this many seconds passed.
     refit : bool, default=True
-        Train the best masks with ``max_epochs`` after the search. If False,
-        the final flow is the best candidate exactly as it was trained for
-        its fitness.
+        Train the best masks for up to ``max_epochs`` after the search. The
+        final training starts from the best candidate's initial weights and
+        minibatch order, so it continues the run that earned its fitness:
+        its validation score is at least ``best_score_`` (plus the size
+        penalty). If False, the final flow is the best candidate exactly as
+        it was trained for its fitness.
     n_candidates_per_batch : int, default=8
         Candidates trained together as one stacked model (one joblib task).
     callback : callable or None, default=None
@@ -317,11 +320,11 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         return joblib.hash((Z_train, Z_val, seeds, sorted(params.items(), key=str)))
 
     def _final_training_plan(self, masks, rng):
-        if self.refit:
-            return super()._final_training_plan(masks, rng)
+        # The best candidate's own weight seed and minibatch order: the final
+        # training replays its fitness run and, with refit, goes on from it.
         search_seed, batch_seed = self._search_seeds
-        config = self._training_config(max_epochs=self.fitness_epochs)
-        return config, genome_seed(search_seed, masks), batch_seed
+        max_epochs = self.max_epochs if self.refit else self.fitness_epochs
+        return self._training_config(max_epochs=max_epochs), genome_seed(search_seed, masks), batch_seed
 
 
 _CHECKPOINT_FORMAT = 1
