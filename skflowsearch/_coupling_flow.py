@@ -49,7 +49,10 @@ class CouplingFlow(BaseFlow):
         Stop when the validation log-likelihood has not improved for this many
         epochs; the weights of the best epoch are restored.
     device : {"cpu", "cuda", "cuda:N", "auto"}, default="cpu"
-        Where to train and score. ``"auto"`` uses CUDA when available.
+        Where to train and score. ``"auto"`` uses CUDA when available. On the
+        CPU, training uses one torch thread: these small networks gain little
+        from more, and several fits (``GridSearchCV(n_jobs=...)``, the
+        search's ``n_jobs``) then share the cores without oversubscribing.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split, random masks, weights and minibatches.
     verbose : int, default=0
