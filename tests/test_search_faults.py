@@ -65,3 +65,33 @@ def test_a_task_that_always_kills_its_worker_is_marked_failed():
     messages = [str(w.message) for w in caught]
     assert any("worker was lost" in m for m in messages)
     assert sum("worker lost twice" in m for m in messages) == 1
+
+
+# --- devices ------------------------------------------------------------------------
+
+
+def test_candidate_batches_go_to_the_devices_round_robin():
+    seen = []
+
+    def record_device(masks, Z_train, Z_val, seeds, batch_seed, config, device):
+        seen.append(device)
+        n = len(masks)
+        return np.zeros(n), np.zeros(n, dtype=bool), None
+
+    evaluator = _evaluator(record_device, n_jobs=1)
+    evaluator.devices = ["gpu-a", "gpu-b", "gpu-c"]  # sentinels: only the assignment is checked
+    evaluator(_genomes(7))  # group_size=1: seven batches
+    assert seen == ["gpu-a", "gpu-b", "gpu-c", "gpu-a", "gpu-b", "gpu-c", "gpu-a"]
+
+
+def test_a_device_list_gives_the_single_device_result():
+    from skflowsearch import StructureSearchFlow
+
+    X = np.random.RandomState(0).standard_normal((80, 3))
+    params = dict(n_layers=2, hidden_layer_sizes=(8,), population_size=2, n_offspring=2,
+                  n_generations=1, fitness_epochs=2, max_epochs=3, n_candidates_per_batch=1,
+                  random_state=0)
+    one = StructureSearchFlow(device="cpu", **params).fit(X)
+    several = StructureSearchFlow(device=["cpu", "cpu"], **params).fit(X)
+    np.testing.assert_array_equal(one.evaluated_scores_, several.evaluated_scores_)
+    np.testing.assert_array_equal(one.score_samples(X), several.score_samples(X))
