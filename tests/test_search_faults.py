@@ -1,4 +1,4 @@
-"""Faults during the search: lost worker processes."""
+"""The search across workers and devices: lost worker processes, device assignment."""
 
 import os
 import signal
