@@ -98,11 +98,25 @@ class CouplingFlowStack(nn.Module):
                     values = torch.rand(tensor.shape[1:], generator=generator, dtype=tensor.dtype)
                     tensor[member] = (2.0 * values - 1.0) * bound
 
-    def _conditioner(self, h, layer):
-        """Log-scale and shift of coupling ``layer`` from its masked input."""
-        last = len(self.weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(bias[:, layer], h, weight[:, layer])
+    def _per_layer(self):
+        """The parameters split along the layer dimension, one list per coupling layer.
+
+        One ``unbind`` per tensor and pass: indexing ``w[:, layer]`` in every
+        layer would make autograd zero-fill a whole-tensor gradient per layer.
+        """
+        weights = zip(*(w.unbind(1) for w in self.weights))
+        biases = zip(*(b.unbind(1) for b in self.biases))
+        if self.actnorm:
+            actnorm = zip(self.actnorm_log_scale.unbind(1), self.actnorm_bias.unbind(1))
+        else:
+            actnorm = [None] * self.n_layers
+        return list(zip(weights, biases, actnorm, self.masks.unbind(1)))
+
+    def _conditioner(self, h, weights, biases):
+        """Log-scale and shift of a coupling layer from its masked input."""
+        last = len(weights) - 1
+        for i, (weight, bias) in enumerate(zip(weights, biases)):
+            h = torch.baddbmm(bias, h, weight)
             if i < last:
                 h = torch.tanh(h)
         log_scale, shift = h.chunk(2, dim=-1)
@@ -127,14 +141,12 @@ class CouplingFlowStack(nn.Module):
         """
         x = self._broadcast(x)
         log_det = x.new_zeros(x.shape[:-1])
-        for layer in range(self.n_layers):
-            if self.actnorm:
-                x, ld = actnorm_forward(
-                    x, self.actnorm_log_scale[:, layer], self.actnorm_bias[:, layer]
-                )
+        for weights, biases, actnorm, mask in self._per_layer():
+            if actnorm is not None:
+                x, ld = actnorm_forward(x, *actnorm)
                 log_det = log_det + ld
-            mask = self.masks[:, layer].unsqueeze(1)
-            log_scale, shift = self._conditioner(x * mask, layer)
+            mask = mask.unsqueeze(1)
+            log_scale, shift = self._conditioner(x * mask, weights, biases)
             x, ld = affine_coupling_forward(x, mask, log_scale, shift)
             log_det = log_det + ld
         return x, log_det
@@ -143,15 +155,13 @@ class CouplingFlowStack(nn.Module):
         """Map latent points back to data space; returns ``(x, log_det)``."""
         z = self._broadcast(z)
         log_det = z.new_zeros(z.shape[:-1])
-        for layer in reversed(range(self.n_layers)):
-            mask = self.masks[:, layer].unsqueeze(1)
-            log_scale, shift = self._conditioner(z * mask, layer)
+        for weights, biases, actnorm, mask in reversed(self._per_layer()):
+            mask = mask.unsqueeze(1)
+            log_scale, shift = self._conditioner(z * mask, weights, biases)
             z, ld = affine_coupling_inverse(z, mask, log_scale, shift)
             log_det = log_det + ld
-            if self.actnorm:
-                z, ld = actnorm_inverse(
-                    z, self.actnorm_log_scale[:, layer], self.actnorm_bias[:, layer]
-                )
+            if actnorm is not None:
+                z, ld = actnorm_inverse(z, *actnorm)
                 log_det = log_det + ld
         return z, log_det
 
@@ -180,15 +190,15 @@ class CouplingFlowStack(nn.Module):
         if bool(self.actnorm_initialized):
             return
         x = self._broadcast(x)
-        for layer in range(self.n_layers):
+        for weights, biases, (log_scale, bias), mask in self._per_layer():
             mean = x.mean(dim=1, keepdim=True)
             std = x.std(dim=1, keepdim=True).clamp_min(1e-6)
-            self.actnorm_log_scale[:, layer] = -torch.log(std)
-            self.actnorm_bias[:, layer] = -mean / std
-            x, _ = actnorm_forward(x, self.actnorm_log_scale[:, layer], self.actnorm_bias[:, layer])
-            mask = self.masks[:, layer].unsqueeze(1)
-            log_scale, shift = self._conditioner(x * mask, layer)
-            x, _ = affine_coupling_forward(x, mask, log_scale, shift)
+            log_scale.copy_(-torch.log(std))  # views: this writes the parameters
+            bias.copy_(-mean / std)
+            x, _ = actnorm_forward(x, log_scale, bias)
+            mask = mask.unsqueeze(1)
+            coupling_log_scale, shift = self._conditioner(x * mask, weights, biases)
+            x, _ = affine_coupling_forward(x, mask, coupling_log_scale, shift)
         self.actnorm_initialized.fill_(True)
 
     def member_state(self, index):
