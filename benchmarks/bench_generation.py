@@ -2,19 +2,24 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_generation.py [--quick] [--prototypes] [--profile]
+    python benchmarks/bench_generation.py [--quick] [--datasets ...] [--profile] [--micro]
 
 One "generation" is ``--n-genomes`` (16) random valid genomes
-(``skflowsearch._operators.random_genome``, 8 layers) on breast cancer
-(StandardScaler fitted on an 80% train split, 20% validation), each trained for
-a fixed budget (20 epochs; ``n_iter_no_change`` larger than that, so every
-candidate trains the full budget), hidden (64, 64), batch 128, evaluated by
-``skflowsearch._search.PopulationEvaluator`` with ``n_jobs=1`` and
+(``skflowsearch._operators.random_genome``, 8 layers) on a real table
+(StandardScaler fitted on an 80% train split, 20% validation; breast cancer
+by default), each trained for a fixed budget (20 epochs; ``n_iter_no_change``
+larger than that, so every candidate trains the full budget), hidden
+(64, 64), batch 128, evaluated by ``skflowsearch._search.PopulationEvaluator``:
 
-* ``group_size=1``: one candidate per model (one by one);
-* ``group_size=8`` and ``16``: 8 or 16 candidates stacked into one model;
-* (full run only) ``group_size=8, n_jobs=2``: two stacked groups in two
-  worker processes.
+* ``one by one``: ``group_size=1, n_jobs=1``, one candidate per model, one
+  after the other (the baseline of every ratio);
+* ``group_size=8`` and ``16``, ``n_jobs=1``: 8 or 16 candidates stacked into
+  one model;
+* (full run only) ``one by one, n_jobs=2``: single-candidate models spread
+  over two worker processes, and ``group_size=8, n_jobs=2``: the generation
+  as two stacked groups of 8 in two worker processes (what
+  ``StructureSearchFlow(n_jobs=2)`` does with its default
+  ``n_candidates_per_batch=8``).
 
 Every variant runs ``--repeats`` times, interleaved; the table gives medians
 of wall time and of this process's CPU time (each training task runs torch
@@ -23,12 +28,10 @@ less sensitive than wall time to other processes on a shared machine; it
 does not count the worker processes of ``n_jobs=2``). The fitness values of
 every variant are compared with the one-by-one ones.
 
-``--prototypes`` times the same generation (group of 16 and one by one) with
-the per-layer parameter indexing the package used before commit 48f0f4b, and
-with all four candidate changes of ``benchmarks/_prototype.py``; ``--profile``
-prints the torch profiler's top operators for a group of 16 and for one
-candidate; ``--micro`` only times the float32 ``tanh``, ``sigmoid`` and
-``exp`` kernels on one (16, 128, 64) tensor.
+``--profile`` prints the torch profiler's top operators for a group of 16
+and for one candidate; ``--micro`` only times the float32 ``tanh`` kernels
+(``torch.tanh`` and the package's sigmoid-based one), ``sigmoid`` and ``exp``
+on one (16, 128, 64) tensor.
 """
 
 import argparse
@@ -70,63 +73,38 @@ def make_evaluator(Z_train, Z_val, config, group_size, n_jobs):
     )
 
 
-def prototype_evaluate(genomes, Z_train, Z_val, config, group_size, options):
-    """What ``PopulationEvaluator(n_jobs=1)`` does, with ``prototype_fit``."""
-    from benchmarks._prototype import prototype_fit
-
-    genomes = np.stack(genomes)
-    scores = []
-    with torch_threads(1):
-        for begin in range(0, len(genomes), group_size):
-            group = genomes[begin : begin + group_size]
-            result = prototype_fit(
-                group, Z_train, Z_val, seeds=[genome_seed(SEARCH_SEED, g) for g in group],
-                batch_seed=BATCH_SEED, config=config, **options,
-            )
-            scores.append(np.where(result.diverged, -np.inf, result.best_validation_score))
-    return np.concatenate(scores)
+BASE = "one by one"
 
 
-def run(args):
-    Z_train, Z_val = standardized_split("breast_cancer")
+def run(args, dataset):
+    """Time one generation on ``dataset``; returns ``{variant: (candidates/s, speed-up)}``."""
+    Z_train, Z_val = standardized_split(dataset)
     genomes = make_genomes(args.n_genomes, args.n_layers, Z_train.shape[1])
     config = TrainingConfig(
         hidden_layer_sizes=(64, 64), max_epochs=args.epochs, batch_size=128,
         n_iter_no_change=10 * args.epochs + 10,
     )
-    variants = {}  # name -> (group_size, n_jobs, callable)
-    for group_size in (1, 8, 16):
-        evaluator = make_evaluator(Z_train, Z_val, config, group_size, 1)
-        variants[f"group_size={group_size}"] = (group_size, 1, lambda e=evaluator: e(genomes))
+    settings = {BASE: (1, 1), "group_size=8": (8, 1), "group_size=16": (16, 1)}
     if args.n_jobs_2:
-        evaluator = make_evaluator(Z_train, Z_val, config, 8, 2)
-        variants["group_size=8, n_jobs=2"] = (8, 2, lambda e=evaluator: e(genomes))
-    if args.prototypes:
-        from benchmarks._prototype import PROTOTYPES
-
-        for label in ("index_per_layer (old)", "all four new"):
-            for group_size in (1, 16):
-                variants[f"prototype: {label}, group_size={group_size}"] = (
-                    group_size, 1,
-                    lambda g=group_size, o=PROTOTYPES[label]: prototype_evaluate(
-                        genomes, Z_train, Z_val, config, g, o),
-                )
-
-    wall, cpu, results = interleaved({k: v[2] for k, v in variants.items()}, args.repeats)
+        settings.update({"one by one, n_jobs=2": (1, 2), "group_size=8, n_jobs=2": (8, 2)})
+    variants = {
+        name: (lambda e=make_evaluator(Z_train, Z_val, config, g, j): e(genomes))
+        for name, (g, j) in settings.items()
+    }
+    wall, cpu, results = interleaved(variants, args.repeats)
     n = len(genomes)
-    base = "group_size=1"
-    rows = []
-    for name, (group_size, n_jobs, _) in variants.items():
+    rows, summary = [], {}
+    for name, (group_size, n_jobs) in settings.items():
         w, c = median(wall[name]), median(cpu[name])
-        cpu_cells = [f"{c:.3f}", f"{n / c:.1f}", f"{median(cpu[base]) / c:.2f}x"]
+        cpu_cells = [f"{c:.3f}", f"{n / c:.1f}", f"{median(cpu[BASE]) / c:.2f}x"]
         if n_jobs > 1:
             cpu_cells = ["n/a (workers)", "n/a", "n/a"]
-        rows.append([
-            name, f"{w:.3f}", spread(wall[name]), f"{n / w:.1f}",
-            f"{median(wall[base]) / w:.2f}x", *cpu_cells,
-        ])
-    print(f"## Generation throughput: {n} random genomes, breast cancer "
-          f"({Z_train.shape[0]} train / {Z_val.shape[0]} val rows, {Z_train.shape[1]} features)\n")
+        speed_up = median(wall[BASE]) / w
+        summary[name] = (n / w, speed_up)
+        rows.append([name, f"{w:.3f}", spread(wall[name]), f"{n / w:.1f}", f"{speed_up:.2f}x",
+                     *cpu_cells])
+    print(f"## Generation throughput: {n} random genomes, {dataset} ({Z_train.shape[0]} train / "
+          f"{Z_val.shape[0]} val rows, {Z_train.shape[1]} features)\n")
     print(f"{args.n_layers} coupling layers, hidden (64, 64), batch 128, {args.epochs} epochs each "
           f"(no early stop), {args.repeats} interleaved repeats, medians. Each training task runs "
           "torch on 1 thread (fit_flows pins CPU training to 1 thread).")
@@ -139,12 +117,12 @@ def run(args):
     print("\nFitness agreement with one by one (validation log-likelihood, nats):\n")
     agreement = []
     for name in variants:
-        diff = np.abs(np.asarray(results[name]) - np.asarray(results[base]))
+        diff = np.abs(np.asarray(results[name]) - np.asarray(results[BASE]))
         agreement.append([name, f"{np.max(diff):.3g}", bool(np.all(np.isfinite(results[name])))])
-    print(markdown_table(["variant", "max abs diff vs group_size=1", "all finite"], agreement))
-    print(f"\nfitness (group_size=1): mean {np.mean(results[base]):.3f}, "
-          f"min {np.min(results[base]):.3f}, max {np.max(results[base]):.3f}")
-    return wall, cpu, results
+    print(markdown_table(["variant", "max abs diff vs one by one", "all finite"], agreement))
+    print(f"\nfitness (one by one): mean {np.mean(results[BASE]):.3f}, "
+          f"min {np.min(results[BASE]):.3f}, max {np.max(results[BASE]):.3f}\n")
+    return Z_train.shape, summary
 
 
 def profile(args, row_limit=15):
@@ -169,13 +147,13 @@ def profile(args, row_limit=15):
 
 def elementwise_micro(repeats=7, calls=100):
     """Float32 elementwise kernels on one (16, 128, 64) tensor, one thread."""
-    from benchmarks._prototype import sigmoid_tanh
+    from skflowsearch._transforms import tanh
 
     x = torch.randn(16, 128, 64)
     ops = {
         "torch.tanh(x)": torch.tanh,
         "torch.sigmoid(x)": torch.sigmoid,
-        "2*sigmoid(2x)-1 (prototype fast_tanh)": sigmoid_tanh,
+        "skflowsearch tanh (2*sigmoid(2x)-1)": tanh,
         "torch.exp(x)": torch.exp,
         "x * x": lambda t: t * t,
     }
@@ -205,7 +183,8 @@ def main(argv=None):
     parser.add_argument("--n-layers", type=int, default=8)
     parser.add_argument("--no-n-jobs-2", dest="n_jobs_2", action="store_false", default=None,
                         help="skip the group_size=8, n_jobs=2 variant")
-    parser.add_argument("--prototypes", action="store_true")
+    parser.add_argument("--datasets", nargs="+", default=["breast_cancer"],
+                        help="bundled tables to time one generation on (load_dataset names)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--micro", action="store_true",
                         help="only time tanh/sigmoid/exp kernels (the batched profile's hot spots)")
@@ -219,7 +198,16 @@ def main(argv=None):
         args.epochs = 2 if args.quick else 20
     if args.n_jobs_2 is None:
         args.n_jobs_2 = not args.quick
-    run(args)
+    summaries = {dataset: run(args, dataset) for dataset in args.datasets}
+    if len(summaries) > 1:
+        names = list(next(iter(summaries.values()))[1])
+        print("## Summary: speed-up over one by one (wall), candidates/s in brackets\n")
+        rows = [
+            [dataset, f"{shape[0]}x{shape[1]}",
+             *(f"{summary[name][1]:.2f}x ({summary[name][0]:.1f})" for name in names)]
+            for dataset, (shape, summary) in summaries.items()
+        ]
+        print(markdown_table(["dataset", "train rows x features", *names], rows))
     if args.profile:
         profile(args)
     return 0

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_training.py [--quick] [--prototypes] [--profile]
+    python benchmarks/bench_training.py [--quick] [--profile]
 
 For each dataset (StandardScaler fitted on an 80% train split, 20%
 validation) one flow with alternating masks, 8 coupling layers, hidden
@@ -28,9 +28,8 @@ epoch to show both compute the same thing.
 
 A last table times the training loop under ``fit_flows``
 (``train_flows``) with 1 and 2 torch threads (``fit_flows`` pins CPU
-training to one thread). ``--prototypes`` adds the candidate changes of
-``benchmarks/_prototype.py`` (one at a time, then all); ``--profile`` prints
-the torch profiler's top operators of both implementations and the share of
+training to one thread). ``--profile`` prints the torch profiler's top
+operators of both implementations and the share of
 the validation passes.
 """
 
@@ -82,7 +81,7 @@ def setup(name, n_layers, epochs):
     return Z_train, Z_val, masks, config, hand_init
 
 
-def variants_for(Z_train, Z_val, masks, config, hand_init, prototypes):
+def variants_for(Z_train, Z_val, masks, config, hand_init):
     cpu = torch.device("cpu")
     epochs = config.max_epochs
     variants = {
@@ -94,14 +93,6 @@ def variants_for(Z_train, Z_val, masks, config, hand_init, prototypes):
                                               epochs=epochs, batch_size=BATCH_SIZE,
                                               batch_seed=BATCH_SEED),
     }
-    if prototypes:
-        from benchmarks._prototype import PROTOTYPES, prototype_fit
-
-        for label, options in PROTOTYPES.items():
-            variants[f"prototype: {label}"] = (
-                lambda o=options: prototype_fit(masks[None], Z_train, Z_val, seeds=[INIT_SEED],
-                                                batch_seed=BATCH_SEED, config=config, **o)
-            )
     return variants
 
 
@@ -113,7 +104,7 @@ def _train_loss(result):
 
 def run_dataset(name, args):
     Z_train, Z_val, masks, config, hand_init = setup(name, args.n_layers, args.epochs)
-    variants = variants_for(Z_train, Z_val, masks, config, hand_init, args.prototypes)
+    variants = variants_for(Z_train, Z_val, masks, config, hand_init)
     wall, cpu, results = interleaved(variants, args.repeats)
     batch = min(BATCH_SIZE, len(Z_train))
     n_rows = (len(Z_train) // batch) * batch * args.epochs
@@ -214,7 +205,6 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--n-layers", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--prototypes", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-threads", action="store_true",
                         help="skip the 1 vs 2 torch threads comparison")

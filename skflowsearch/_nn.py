@@ -14,14 +14,7 @@ import math
 import torch
 from torch import nn
 
-from ._transforms import (
-    actnorm_forward,
-    actnorm_inverse,
-    affine_coupling_forward,
-    affine_coupling_inverse,
-    soft_clamp,
-    standard_normal_log_prob,
-)
+from ._transforms import affine_forward, affine_inverse, soft_clamp, standard_normal_log_prob, tanh
 
 
 class CouplingFlowStack(nn.Module):
@@ -112,15 +105,22 @@ class CouplingFlowStack(nn.Module):
             actnorm = [None] * self.n_layers
         return list(zip(weights, biases, actnorm, self.masks.unbind(1)))
 
-    def _conditioner(self, h, weights, biases):
-        """Log-scale and shift of a coupling layer from its masked input."""
+    def _conditioner(self, h, weights, biases, mask):
+        """Log-scale and shift of a coupling layer, zero on the conditioning features.
+
+        The MLP reads ``h * mask``; its outputs on the conditioning features are
+        multiplied by zero, so those features pass through the coupling's
+        affine map unchanged.
+        """
+        h = h * mask
         last = len(weights) - 1
         for i, (weight, bias) in enumerate(zip(weights, biases)):
             h = torch.baddbmm(bias, h, weight)
             if i < last:
-                h = torch.tanh(h)
+                h = tanh(h)
         log_scale, shift = h.chunk(2, dim=-1)
-        return soft_clamp(log_scale, self.max_log_scale), shift
+        free = 1.0 - mask
+        return soft_clamp(log_scale, self.max_log_scale) * free, shift * free
 
     def _broadcast(self, x):
         if x.dim() == 2:
@@ -143,11 +143,9 @@ class CouplingFlowStack(nn.Module):
         log_det = x.new_zeros(x.shape[:-1])
         for weights, biases, actnorm, mask in self._per_layer():
             if actnorm is not None:
-                x, ld = actnorm_forward(x, *actnorm)
+                x, ld = affine_forward(x, *actnorm)
                 log_det = log_det + ld
-            mask = mask.unsqueeze(1)
-            log_scale, shift = self._conditioner(x * mask, weights, biases)
-            x, ld = affine_coupling_forward(x, mask, log_scale, shift)
+            x, ld = affine_forward(x, *self._conditioner(x, weights, biases, mask.unsqueeze(1)))
             log_det = log_det + ld
         return x, log_det
 
@@ -156,12 +154,10 @@ class CouplingFlowStack(nn.Module):
         z = self._broadcast(z)
         log_det = z.new_zeros(z.shape[:-1])
         for weights, biases, actnorm, mask in reversed(self._per_layer()):
-            mask = mask.unsqueeze(1)
-            log_scale, shift = self._conditioner(z * mask, weights, biases)
-            z, ld = affine_coupling_inverse(z, mask, log_scale, shift)
+            z, ld = affine_inverse(z, *self._conditioner(z, weights, biases, mask.unsqueeze(1)))
             log_det = log_det + ld
             if actnorm is not None:
-                z, ld = actnorm_inverse(z, *actnorm)
+                z, ld = affine_inverse(z, *actnorm)
                 log_det = log_det + ld
         return z, log_det
 
@@ -195,10 +191,8 @@ class CouplingFlowStack(nn.Module):
             std = x.std(dim=1, keepdim=True).clamp_min(1e-6)
             log_scale.copy_(-torch.log(std))  # views: this writes the parameters
             bias.copy_(-mean / std)
-            x, _ = actnorm_forward(x, log_scale, bias)
-            mask = mask.unsqueeze(1)
-            coupling_log_scale, shift = self._conditioner(x * mask, weights, biases)
-            x, _ = affine_coupling_forward(x, mask, coupling_log_scale, shift)
+            x, _ = affine_forward(x, log_scale, bias)
+            x, _ = affine_forward(x, *self._conditioner(x, weights, biases, mask.unsqueeze(1)))
         self.actnorm_initialized.fill_(True)
 
     def member_state(self, index):

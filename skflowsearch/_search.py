@@ -15,6 +15,7 @@ devices, and workers receive masks and data, never live modules.
 import warnings
 
 import numpy as np
+from joblib import effective_n_jobs
 from sklearn.utils.parallel import Parallel, delayed
 
 from ._masks import effective_n_parameters
@@ -60,7 +61,10 @@ class PopulationEvaluator:
         As in scikit-learn; an enclosing ``joblib.parallel_config`` (dask,
         ray, ...) is respected.
     group_size : int
-        Candidates trained together as one stacked model.
+        At most this many candidates are trained together as one stacked
+        model. A generation is cut into groups of near-equal size, and into
+        at least as many groups as there are parallel workers (when it has
+        that many candidates), so that every worker gets work.
     size_penalty : float
         Subtracted from the fitness per effective parameter.
     score_offset : float
@@ -95,7 +99,7 @@ class PopulationEvaluator:
 
     def __call__(self, genomes):
         genomes = np.stack([np.asarray(g, dtype=bool) for g in genomes])
-        groups = [genomes[i : i + self.group_size] for i in range(0, len(genomes), self.group_size)]
+        groups = self._groups(genomes)
         tasks = [
             delayed(self.train_group)(
                 group,
@@ -123,6 +127,11 @@ class PopulationEvaluator:
         )
         fitness = scores + self.score_offset - penalty
         return np.where(diverged | ~np.isfinite(fitness), -np.inf, fitness)
+
+    def _groups(self, genomes):
+        n = len(genomes)
+        n_groups = max(-(-n // self.group_size), min(n, effective_n_jobs(self.n_jobs)))
+        return np.array_split(genomes, n_groups)
 
     def _retry(self, task, n_candidates):
         try:

@@ -73,7 +73,11 @@ class StructureSearchFlow(BaseFlow):
         penalty). If False, the final flow is the best candidate exactly as
         it was trained for its fitness.
     n_candidates_per_batch : int, default=8
-        Candidates trained together as one stacked model (one joblib task).
+        Most candidates trained together as one stacked model (one joblib
+        task). Each generation is cut into batches of near-equal size, at
+        least one per parallel worker, so ``n_jobs=2`` trains a generation
+        of 8 as two batches of 4. Fitness values do not depend on the
+        batches.
     callback : callable or None, default=None
         ``callback(record, population, fitness)`` after every generation,
         with ``record`` a row of ``search_history_``; returning True stops

@@ -9,59 +9,76 @@ the scale and shift live in :mod:`skflowsearch._nn`.
 import torch
 
 
+class _ScaledTanh(torch.autograd.Function):
+    """``bound * tanh(x / bound)`` computed as ``bound * (2 sigmoid(2 x / bound) - 1)``.
+
+    The same function as ``torch.tanh``, through the sigmoid kernel: the
+    float32 CPU ``tanh`` of current torch builds runs several times slower
+    than ``sigmoid`` (``benchmarks/bench_generation.py --micro``), and tanh is
+    the activation of every hidden unit. The absolute error is a few float
+    epsilons; the backward is the usual ``1 - tanh**2``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, bound):
+        y = torch.sigmoid(x * (2.0 / bound)).mul_(2.0 * bound).sub_(bound)
+        ctx.save_for_backward(y)
+        ctx.bound = bound
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y / ctx.bound), None
+
+
+def tanh(x):
+    """Hyperbolic tangent (see :class:`_ScaledTanh` for why not ``torch.tanh``)."""
+    return _ScaledTanh.apply(x, 1.0)
+
+
 def soft_clamp(raw, bound):
     """Squash ``raw`` smoothly into ``(-bound, bound)``.
 
     ``bound * tanh(raw / bound)`` is the identity near zero and keeps the
     log-scale of a coupling layer bounded, so one step cannot make it explode.
+    It maps 0 to exactly 0.
     """
-    return bound * torch.tanh(raw / bound)
+    return _ScaledTanh.apply(raw, float(bound))
 
 
-def affine_coupling_forward(x, mask, log_scale, shift):
-    """Apply ``y = m*x + (1-m)*(x*exp(s) + t)``.
+def affine_forward(x, log_scale, shift):
+    """Elementwise affine map ``y = x * exp(log_scale) + shift``.
+
+    Both layers of the flow are this map. In ActNorm, ``log_scale`` and
+    ``shift`` are per-feature parameters broadcast over the rows; in a
+    coupling layer, they are computed per row from the conditioning features
+    and are exactly zero on those features, which therefore pass through
+    unchanged (``exp(0) = 1``).
 
     Parameters
     ----------
     x : Tensor of shape (..., n_features)
-    mask : Tensor broadcastable to ``x``, 1.0 for conditioning features.
     log_scale, shift : Tensor broadcastable to ``x``
-        Outputs of the conditioner; only their transformed entries matter.
 
     Returns
     -------
     y : Tensor, same shape as ``x``.
     log_det : Tensor of shape ``x.shape[:-1]``.
     """
-    free = 1.0 - mask
-    log_scale = log_scale * free
-    y = x * torch.exp(log_scale) + shift * free
-    return y, log_scale.sum(-1)
+    y = torch.addcmul(shift, x, torch.exp(log_scale))
+    return y, log_scale.sum(-1).expand(y.shape[:-1])
 
 
-def affine_coupling_inverse(y, mask, log_scale, shift):
-    """Invert :func:`affine_coupling_forward`; returns ``(x, log_det)``.
+def affine_inverse(y, log_scale, shift):
+    """Invert :func:`affine_forward`; returns ``(x, log_det)``.
 
-    ``log_det`` is that of the inverse map (the negated forward one). The
-    conditioner must have been evaluated on ``y * mask``, which equals
-    ``x * mask`` because conditioning features pass through unchanged.
+    ``log_det`` is that of the inverse map (the negated forward one). In a
+    coupling layer the conditioner must have been evaluated on the
+    conditioning features of ``y``, which equal those of ``x``.
     """
-    free = 1.0 - mask
-    log_scale = log_scale * free
-    x = (y - shift * free) * torch.exp(-log_scale)
-    return x, -log_scale.sum(-1)
-
-
-def actnorm_forward(x, log_scale, bias):
-    """Per-feature affine map ``y = x * exp(log_scale) + bias``."""
-    y = x * torch.exp(log_scale) + bias
-    return y, log_scale.sum(-1).expand(x.shape[:-1])
-
-
-def actnorm_inverse(y, log_scale, bias):
-    """Invert :func:`actnorm_forward`; returns ``(x, log_det)``."""
-    x = (y - bias) * torch.exp(-log_scale)
-    return x, (-log_scale.sum(-1)).expand(y.shape[:-1])
+    x = (y - shift) * torch.exp(-log_scale)
+    return x, (-log_scale.sum(-1)).expand(x.shape[:-1])
 
 
 def standard_normal_log_prob(z):

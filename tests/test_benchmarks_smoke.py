@@ -16,11 +16,11 @@ def test_bench_generation_quick(capsys):
     assert bench_generation.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert _tables(out) == 2
-    for name in ("group_size=1", "group_size=8", "group_size=16", "candidates/s (wall)"):
+    for name in ("one by one", "group_size=8", "group_size=16", "candidates/s (wall)"):
         assert name in out
     # Batched and one-by-one fitness agree exactly (same seeds, same minibatches).
-    diffs = re.findall(r"^\| group_size=\d+ \| (\S+) \| True \|$", out, flags=re.MULTILINE)
-    assert len(diffs) == 3 and all(float(d) < 1e-3 for d in diffs)
+    diffs = re.findall(r"^\| (?:one by one|group_size=\d+) \| (\S+) \| True \|$", out, flags=re.MULTILINE)
+    assert len(diffs) == 3 and all(float(d) == 0 for d in diffs)
 
 
 def test_bench_training_quick(capsys):
@@ -58,25 +58,3 @@ def test_keel_loader_optional():
     X = load_keel("segment", max_rows=100, random_state=0)
     assert X.shape == (100, 16)
     assert (X.std(axis=0) > 0).all()
-
-
-def test_prototype_matches_package_when_options_off():
-    import numpy as np
-    import torch
-
-    from benchmarks._common import standardized_split
-    from benchmarks._prototype import PROTOTYPES, prototype_fit
-    from skflowsearch._operators import random_genome
-    from skflowsearch._training import TrainingConfig, fit_flows
-
-    X_train, X_val = standardized_split("iris")
-    rng = np.random.default_rng(0)
-    masks = np.stack([random_genome(3, 4, rng) for _ in range(2)])
-    config = TrainingConfig(hidden_layer_sizes=(8,), max_epochs=2, batch_size=32)
-    kwargs = dict(seeds=[1, 2], batch_seed=0, config=config)
-    reference = fit_flows(masks, X_train, X_val, device=torch.device("cpu"), **kwargs)
-    for options in ({}, PROTOTYPES["index_per_layer (old)"]):
-        result = prototype_fit(masks, X_train, X_val, **kwargs, **options)
-        np.testing.assert_array_equal(result.train_loss, reference.train_loss)
-    result = prototype_fit(masks, X_train, X_val, **kwargs, **PROTOTYPES["all four new"])
-    np.testing.assert_allclose(result.train_loss, reference.train_loss, rtol=1e-4)

@@ -182,6 +182,24 @@ def _diverge_member(target_key, how):
     return wrapper
 
 
+@pytest.mark.parametrize(
+    "n_genomes, group_size, n_jobs, sizes",
+    [
+        (16, 8, 1, [8, 8]),
+        (16, 8, 2, [8, 8]),
+        (8, 8, 2, [4, 4]),  # one group would leave a worker idle
+        (10, 8, 1, [5, 5]),  # near-equal, not 8 + 2
+        (3, 8, 4, [1, 1, 1]),
+        (1, 8, 2, [1]),
+    ],
+)
+def test_generation_is_split_evenly_and_over_all_workers(data, n_genomes, group_size, n_jobs, sizes):
+    evaluator = make_evaluator(data, group_size=group_size, n_jobs=n_jobs)
+    genomes = np.zeros((n_genomes, 2, 3), dtype=bool)
+    genomes[:, :, 0] = True
+    assert [len(g) for g in evaluator._groups(genomes)] == sizes
+
+
 @pytest.mark.parametrize("how", ["flag", np.nan, np.inf, -np.inf])
 def test_spoiled_member_gets_minus_inf(data, genomes, reference, monkeypatch, how):
     target = 3
@@ -262,7 +280,7 @@ def test_non_training_exception_is_retried_then_fails(data, genomes, monkeypatch
         warnings.simplefilter("always")
         fitness = evaluator(genomes)
     assert (fitness == -np.inf).all()
-    assert calls[-2:] == [4, 2]  # the retries, one per group
+    assert calls[-2:] == [3, 3]  # the retries, one per group
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert sum("worker was lost" in m for m in messages) == 1
     assert sum("worker lost twice" in m for m in messages) == 2

@@ -299,7 +299,7 @@ def test_clip_grad_norm_per_member():
     a.grad = torch.tensor([[3.0, 0, 0, 0], [0.1, 0, 0, 0], [30.0, 0, 0, 0]])
     b.grad = torch.zeros(3, 2, 2)
     b.grad[:, 0, 0] = torch.tensor([4.0, 0.0, 40.0])
-    _clip_grad_norm_per_member([a, b], 1.0)
+    _clip_grad_norm_per_member([a.grad, b.grad], 1.0)
     norms = (a.grad.pow(2).sum(1) + b.grad.pow(2).flatten(1).sum(1)).sqrt()
     np.testing.assert_allclose(norms.numpy(), [1.0, 0.1, 1.0], rtol=1e-5)
     # direction is kept

@@ -16,12 +16,11 @@ from hypothesis.extra import numpy as hnp
 
 from skflowsearch._nn import CouplingFlowStack
 from skflowsearch._transforms import (
-    actnorm_forward,
-    actnorm_inverse,
-    affine_coupling_forward,
-    affine_coupling_inverse,
+    affine_forward,
+    affine_inverse,
     soft_clamp,
     standard_normal_log_prob,
+    tanh,
 )
 
 fast = settings(max_examples=40, deadline=None)
@@ -252,7 +251,7 @@ def test_actnorm_initialization_is_per_member():
     assert bool(module.actnorm_initialized)
     # the first ActNorm output is standardized per feature
     with torch.no_grad():
-        y, _ = actnorm_forward(
+        y, _ = affine_forward(
             x.expand(3, -1, -1), module.actnorm_log_scale[:, 0], module.actnorm_bias[:, 0]
         )
     torch.testing.assert_close(y.mean(1), torch.zeros(3, 4, dtype=torch.float64), rtol=0, atol=1e-10)
@@ -304,40 +303,80 @@ vectors = st.integers(1, 6).flatmap(
 
 @fast
 @given(vectors)
-def test_affine_coupling_roundtrip_and_log_det(arrays):
-    x, log_scale, shift, mask = (torch.from_numpy(a.copy()) for a in arrays)
-    mask = mask.double()
-    y, log_det = affine_coupling_forward(x, mask, log_scale, shift)
-    # conditioning features pass through; transformed ones are scaled and shifted
-    free = mask == 0
-    torch.testing.assert_close(y[:, ~free], x[:, ~free], rtol=0, atol=0)
-    torch.testing.assert_close(
-        y[:, free], x[:, free] * torch.exp(log_scale[:, free]) + shift[:, free]
-    )
-    torch.testing.assert_close(log_det, (log_scale * (1 - mask)).sum(-1))
-    x_back, inverse_log_det = affine_coupling_inverse(y, mask, log_scale, shift)
+def test_affine_roundtrip_and_log_det(arrays):
+    x, log_scale, shift, zero = (torch.from_numpy(a.copy()) for a in arrays)
+    # a coupling's log-scale and shift are zero on its conditioning features
+    log_scale[:, zero], shift[:, zero] = 0.0, 0.0
+    y, log_det = affine_forward(x, log_scale, shift)
+    torch.testing.assert_close(y[:, zero], x[:, zero], rtol=0, atol=0)
+    torch.testing.assert_close(y, x * torch.exp(log_scale) + shift)
+    torch.testing.assert_close(log_det, log_scale.sum(-1))
+    x_back, inverse_log_det = affine_inverse(y, log_scale, shift)
     torch.testing.assert_close(x_back, x, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(inverse_log_det, -log_det, rtol=0, atol=0)
     # the log-det is that of the Jacobian of the row map
     for row in range(x.shape[0]):
         jacobian = torch.autograd.functional.jacobian(
-            lambda v: affine_coupling_forward(v, mask, log_scale[row], shift[row])[0], x[row]
+            lambda v: affine_forward(v, log_scale[row], shift[row])[0], x[row]
         )
         torch.testing.assert_close(log_det[row], torch.linalg.slogdet(jacobian)[1])
 
 
 @fast
 @given(vectors)
-def test_actnorm_roundtrip_and_log_det(arrays):
+def test_affine_with_per_feature_parameters_broadcasts_over_rows(arrays):
     x, log_scale, bias, _ = (torch.from_numpy(a.copy()) for a in arrays)
-    log_scale, bias = log_scale[:1], bias[:1]  # one per feature, broadcast over rows
-    y, log_det = actnorm_forward(x, log_scale, bias)
+    log_scale, bias = log_scale[:1], bias[:1]  # one per feature (ActNorm)
+    y, log_det = affine_forward(x, log_scale, bias)
     torch.testing.assert_close(y, x * torch.exp(log_scale) + bias)
     assert log_det.shape == (x.shape[0],)
     torch.testing.assert_close(log_det, log_scale.sum().expand(x.shape[0]))
-    x_back, inverse_log_det = actnorm_inverse(y, log_scale, bias)
+    x_back, inverse_log_det = affine_inverse(y, log_scale, bias)
     torch.testing.assert_close(x_back, x, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(inverse_log_det, -log_det, rtol=0, atol=0)
+
+
+@fast
+@given(
+    hnp.arrays(np.float64, st.integers(1, 30), elements=st.floats(-50, 50, allow_nan=False)),
+    st.sampled_from([torch.float32, torch.float64]),
+)
+def test_tanh_matches_torch_tanh_and_its_gradient(x, dtype):
+    x = torch.from_numpy(x).to(dtype).requires_grad_(True)
+    reference = x.detach().clone().requires_grad_(True)
+    y = tanh(x)
+    expected = torch.tanh(reference)
+    atol = 4 * torch.finfo(dtype).eps
+    torch.testing.assert_close(y, expected, rtol=0, atol=atol)
+    weights = torch.linspace(-1.0, 2.0, x.numel(), dtype=dtype)
+    (y * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(x.grad, reference.grad, rtol=0, atol=8 * atol)
+
+
+def test_tanh_passes_gradcheck():
+    x = torch.linspace(-4.0, 4.0, 17, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(tanh, (x,))
+    assert torch.autograd.gradcheck(lambda v: soft_clamp(v, 2.5), (x,))
+
+
+@fast
+@given(stacks())
+def test_conditioner_is_zero_on_conditioning_features(case):
+    module, x = case
+    x = module._broadcast(x)
+    with torch.no_grad():
+        for weights, biases, _, mask in module._per_layer():
+            mask = mask.unsqueeze(1)
+            conditioning = mask.bool().expand_as(x)
+            log_scale, shift = module._conditioner(x, weights, biases, mask)
+            assert torch.all(log_scale[conditioning] == 0) and torch.all(shift[conditioning] == 0)
+            # and it reads only the conditioning features
+            noise = torch.where(conditioning, torch.zeros_like(x), torch.randn_like(x))
+            log_scale2, shift2 = module._conditioner(x + noise, weights, biases, mask)
+            torch.testing.assert_close(log_scale2, log_scale, rtol=0, atol=0)
+            torch.testing.assert_close(shift2, shift, rtol=0, atol=0)
+            x = torch.randn_like(x)
 
 
 @fast
