@@ -4,8 +4,9 @@ The fitness of a genome is the validation mean log-likelihood of a flow with
 those masks after a short training budget, minus an optional size penalty.
 It is a pure function of the genome and the search seed: a genome's weight
 seed is derived from its bits, and every candidate sees the same minibatch
-order. Results therefore do not depend on ``n_jobs``, on worker order or on
-which other candidates share its group.
+order. Results therefore do not depend on ``n_jobs`` or on worker order, and
+(to float rounding; bit for bit for most shapes) not on which
+other candidates share its group.
 
 Genomes are trained in groups as one population-stacked model (see
 :mod:`skflowsearch._nn`); joblib spreads the groups over worker processes and
@@ -15,7 +16,6 @@ devices, and workers receive masks and data, never live modules.
 import warnings
 
 import numpy as np
-from joblib import effective_n_jobs
 from sklearn.utils.parallel import Parallel, delayed
 
 from ._masks import effective_n_parameters
@@ -62,9 +62,11 @@ class PopulationEvaluator:
         ray, ...) is respected.
     group_size : int
         At most this many candidates are trained together as one stacked
-        model. A generation is cut into groups of near-equal size, and into
-        at least as many groups as there are parallel workers (when it has
-        that many candidates), so that every worker gets work.
+        model; a generation is cut into the fewest such groups, of near-equal
+        size. The groups never depend on ``n_jobs``: a member's results can
+        differ in the last bits with the size of its stack (on some hardware
+        a kernel rounds the tail of a tensor differently), and the search must
+        give the same result whatever ``n_jobs`` is.
     size_penalty : float
         Subtracted from the fitness per effective parameter.
     score_offset : float
@@ -129,9 +131,7 @@ class PopulationEvaluator:
         return np.where(diverged | ~np.isfinite(fitness), -np.inf, fitness)
 
     def _groups(self, genomes):
-        n = len(genomes)
-        n_groups = max(-(-n // self.group_size), min(n, effective_n_jobs(self.n_jobs)))
-        return np.array_split(genomes, n_groups)
+        return np.array_split(genomes, -(-len(genomes) // self.group_size))
 
     def _retry(self, task, n_candidates):
         try:

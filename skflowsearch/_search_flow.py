@@ -74,10 +74,12 @@ class StructureSearchFlow(BaseFlow):
         it was trained for its fitness.
     n_candidates_per_batch : int, default=8
         Most candidates trained together as one stacked model (one joblib
-        task). Each generation is cut into batches of near-equal size, at
-        least one per parallel worker, so ``n_jobs=2`` trains a generation
-        of 8 as two batches of 4. Fitness values do not depend on the
-        batches.
+        task); each generation is cut into the fewest batches of near-equal
+        size (a generation of 10 as 5 + 5). Batches are the unit of
+        parallelism: with ``n_jobs=2``, a generation that fits in one batch
+        runs on one worker, so use ``n_candidates_per_batch=4`` for
+        ``population_size=8`` to keep two workers busy from the start. The
+        batches do not depend on ``n_jobs``, nor does the result.
     callback : callable or None, default=None
         ``callback(record, population, fitness)`` after every generation,
         with ``record`` a row of ``search_history_``; returning True stops
