@@ -29,8 +29,8 @@ does not count the worker processes of ``n_jobs=2``). The fitness values of
 every variant are compared with the one-by-one ones.
 
 ``--profile`` prints the torch profiler's top operators for a group of 16
-and for one candidate; ``--micro`` only times the float32 ``tanh`` kernels
-(``torch.tanh`` and the package's sigmoid-based one), ``sigmoid`` and ``exp``
+and for one candidate; ``--micro`` only times float32 ``tanh``, ``sigmoid``,
+``exp`` and the soft clamp (``torch.tanh`` vs the package's, through ``exp``)
 on one (16, 128, 64) tensor.
 """
 
@@ -147,13 +147,14 @@ def profile(args, row_limit=15):
 
 def elementwise_micro(repeats=7, calls=100):
     """Float32 elementwise kernels on one (16, 128, 64) tensor, one thread."""
-    from skflowsearch._transforms import tanh
+    from skflowsearch._transforms import soft_clamp
 
     x = torch.randn(16, 128, 64)
     ops = {
         "torch.tanh(x)": torch.tanh,
         "torch.sigmoid(x)": torch.sigmoid,
-        "skflowsearch tanh (2*sigmoid(2x)-1)": tanh,
+        "3 * torch.tanh(x / 3)": lambda t: 3.0 * torch.tanh(t / 3.0),
+        "soft_clamp(x, 3) (through exp)": lambda t: soft_clamp(t, 3.0),
         "torch.exp(x)": torch.exp,
         "x * x": lambda t: t * t,
     }

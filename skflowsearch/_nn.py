@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from ._transforms import affine_forward, affine_inverse, soft_clamp, standard_normal_log_prob, tanh
+from ._transforms import affine_forward, affine_inverse, soft_clamp, standard_normal_log_prob
 
 
 class CouplingFlowStack(nn.Module):
@@ -92,35 +92,58 @@ class CouplingFlowStack(nn.Module):
                     tensor[member] = (2.0 * values - 1.0) * bound
 
     def _per_layer(self):
-        """The parameters split along the layer dimension, one list per coupling layer.
+        """``(weights, biases, actnorm)`` of every coupling layer, ready for the pass.
 
-        One ``unbind`` per tensor and pass: indexing ``w[:, layer]`` in every
-        layer would make autograd zero-fill a whole-tensor gradient per layer.
+        The conditioner parameters come prepared for :meth:`_conditioner`,
+        for all layers at once (one operation per tensor, not per layer):
+
+        * masks act on the weights, not on the activations: the rows of the
+          first weight for the non-conditioning features are zeroed (the MLP
+          reads only the conditioning features), and so are the columns of
+          the last layer for the conditioning features (whose log-scale and
+          shift are then exactly zero: the coupling leaves them unchanged);
+        * the hidden units are tanh, evaluated as ``tanh(u) = 2 sigmoid(2 u) - 1``
+          with its affine parts folded into the matrix products: a layer
+          whose input is ``a = 2 s - 1`` (``s`` the previous sigmoid) computes
+          ``a W + b = 2 s W + (b - 1^T W)``, so its bias is replaced by
+          ``b - 1^T W`` here, and the factors of 2 are the products' ``alpha``
+          and ``beta``. Every hidden unit then costs one sigmoid kernel
+          forward and one backward, where torch's CPU ``tanh`` is several
+          times slower.
+
+        Each tensor is then split along the layer dimension once: indexing
+        ``w[:, layer]`` in every layer would make autograd zero-fill a
+        whole-tensor gradient per layer.
         """
-        weights = zip(*(w.unbind(1) for w in self.weights))
-        biases = zip(*(b.unbind(1) for b in self.biases))
+        weights, biases = list(self.weights), list(self.biases)
+        free = (1.0 - self.masks).repeat(1, 1, 2).unsqueeze(2)
+        weights[0] = weights[0] * self.masks.unsqueeze(-1)
+        weights[-1] = weights[-1] * free
+        biases[-1] = biases[-1] * free
+        for i in range(1, len(weights)):
+            biases[i] = biases[i] - weights[i].sum(dim=-2, keepdim=True)
+        weights = zip(*(w.unbind(1) for w in weights))
+        biases = zip(*(b.unbind(1) for b in biases))
         if self.actnorm:
             actnorm = zip(self.actnorm_log_scale.unbind(1), self.actnorm_bias.unbind(1))
         else:
             actnorm = [None] * self.n_layers
-        return list(zip(weights, biases, actnorm, self.masks.unbind(1)))
+        return list(zip(weights, biases, actnorm))
 
-    def _conditioner(self, h, weights, biases, mask):
-        """Log-scale and shift of a coupling layer, zero on the conditioning features.
+    def _conditioner(self, h, weights, biases):
+        """Log-scale and shift of a coupling layer from parameters of :meth:`_per_layer`.
 
-        The MLP reads ``h * mask``; its outputs on the conditioning features are
-        multiplied by zero, so those features pass through the coupling's
-        affine map unchanged.
+        Both are exactly zero on the layer's conditioning features.
         """
-        h = h * mask
         last = len(weights) - 1
         for i, (weight, bias) in enumerate(zip(weights, biases)):
-            h = torch.baddbmm(bias, h, weight)
+            alpha = 1.0 if i == 0 else 2.0  # h holds s = (a + 1) / 2 after the first layer
             if i < last:
-                h = tanh(h)
+                h = torch.sigmoid(torch.baddbmm(bias, h, weight, beta=2.0, alpha=2.0 * alpha))
+            else:
+                h = torch.baddbmm(bias, h, weight, alpha=alpha)
         log_scale, shift = h.chunk(2, dim=-1)
-        free = 1.0 - mask
-        return soft_clamp(log_scale, self.max_log_scale) * free, shift * free
+        return soft_clamp(log_scale, self.max_log_scale), shift
 
     def _broadcast(self, x):
         if x.dim() == 2:
@@ -141,11 +164,11 @@ class CouplingFlowStack(nn.Module):
         """
         x = self._broadcast(x)
         log_det = x.new_zeros(x.shape[:-1])
-        for weights, biases, actnorm, mask in self._per_layer():
+        for weights, biases, actnorm in self._per_layer():
             if actnorm is not None:
                 x, ld = affine_forward(x, *actnorm)
                 log_det = log_det + ld
-            x, ld = affine_forward(x, *self._conditioner(x, weights, biases, mask.unsqueeze(1)))
+            x, ld = affine_forward(x, *self._conditioner(x, weights, biases))
             log_det = log_det + ld
         return x, log_det
 
@@ -153,8 +176,8 @@ class CouplingFlowStack(nn.Module):
         """Map latent points back to data space; returns ``(x, log_det)``."""
         z = self._broadcast(z)
         log_det = z.new_zeros(z.shape[:-1])
-        for weights, biases, actnorm, mask in reversed(self._per_layer()):
-            z, ld = affine_inverse(z, *self._conditioner(z, weights, biases, mask.unsqueeze(1)))
+        for weights, biases, actnorm in reversed(self._per_layer()):
+            z, ld = affine_inverse(z, *self._conditioner(z, weights, biases))
             log_det = log_det + ld
             if actnorm is not None:
                 z, ld = affine_inverse(z, *actnorm)
@@ -186,13 +209,13 @@ class CouplingFlowStack(nn.Module):
         if bool(self.actnorm_initialized):
             return
         x = self._broadcast(x)
-        for weights, biases, (log_scale, bias), mask in self._per_layer():
+        for weights, biases, (log_scale, bias) in self._per_layer():
             mean = x.mean(dim=1, keepdim=True)
             std = x.std(dim=1, keepdim=True).clamp_min(1e-6)
             log_scale.copy_(-torch.log(std))  # views: this writes the parameters
             bias.copy_(-mean / std)
             x, _ = affine_forward(x, log_scale, bias)
-            x, _ = affine_forward(x, *self._conditioner(x, weights, biases, mask.unsqueeze(1)))
+            x, _ = affine_forward(x, *self._conditioner(x, weights, biases))
         self.actnorm_initialized.fill_(True)
 
     def member_state(self, index):

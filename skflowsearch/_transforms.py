@@ -9,17 +9,15 @@ the scale and shift live in :mod:`skflowsearch._nn`.
 import torch
 
 
-class _ScaledTanh(torch.autograd.Function):
+class _SoftClamp(torch.autograd.Function):
     """``bound * tanh(x / bound)`` computed as ``bound * (2 / (1 + exp(-2 x / bound)) - 1)``.
 
-    The same function as ``torch.tanh``, through the ``exp`` kernel: the
-    float32 CPU ``tanh`` of current torch builds runs about twice as slow
-    (``benchmarks/bench_generation.py --micro``), and tanh is the activation
-    of every hidden unit. Not through ``sigmoid``, which would be faster still:
-    its vectorized and scalar CPU code paths round differently, so an
-    element's value would depend on its position in the tensor, and a
-    member's results on how many members share its stack. The absolute error
-    is a few float epsilons; the backward is the usual ``1 - tanh**2``.
+    Through the ``exp`` kernel rather than torch's float32 CPU ``tanh``,
+    which is about twice as slow. Not through ``sigmoid``, faster still, as
+    its vectorized and scalar CPU code paths round differently: an element's
+    value would depend on its position in the tensor (the log-scales are
+    ``(n_members, batch, n_features)``, of any size). The absolute error is a
+    few float epsilons; the backward is the usual ``1 - tanh**2``.
     """
 
     @staticmethod
@@ -32,14 +30,7 @@ class _ScaledTanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        if ctx.bound != 1.0:
-            y = y / ctx.bound
-        return torch.ops.aten.tanh_backward(grad, y), None
-
-
-def tanh(x):
-    """Hyperbolic tangent (see :class:`_ScaledTanh` for why not ``torch.tanh``)."""
-    return _ScaledTanh.apply(x, 1.0)
+        return torch.ops.aten.tanh_backward(grad, y / ctx.bound), None
 
 
 def soft_clamp(raw, bound):
@@ -49,7 +40,7 @@ def soft_clamp(raw, bound):
     log-scale of a coupling layer bounded, so one step cannot make it explode.
     It maps 0 to exactly 0.
     """
-    return _ScaledTanh.apply(raw, float(bound))
+    return _SoftClamp.apply(raw, float(bound))
 
 
 def affine_forward(x, log_scale, shift):

@@ -20,7 +20,6 @@ from skflowsearch._transforms import (
     affine_inverse,
     soft_clamp,
     standard_normal_log_prob,
-    tanh,
 )
 
 fast = settings(max_examples=40, deadline=None)
@@ -340,13 +339,14 @@ def test_affine_with_per_feature_parameters_broadcasts_over_rows(arrays):
 @given(
     hnp.arrays(np.float64, st.integers(1, 30), elements=st.floats(-50, 50, allow_nan=False)),
     st.sampled_from([torch.float32, torch.float64]),
+    st.floats(0.5, 5.0),
 )
-def test_tanh_matches_torch_tanh_and_its_gradient(x, dtype):
+def test_soft_clamp_matches_scaled_torch_tanh_and_its_gradient(x, dtype, bound):
     x = torch.from_numpy(x).to(dtype).requires_grad_(True)
     reference = x.detach().clone().requires_grad_(True)
-    y = tanh(x)
-    expected = torch.tanh(reference)
-    atol = 4 * torch.finfo(dtype).eps
+    y = soft_clamp(x, bound)
+    expected = bound * torch.tanh(reference / bound)
+    atol = 8 * bound * torch.finfo(dtype).eps
     torch.testing.assert_close(y, expected, rtol=0, atol=atol)
     weights = torch.linspace(-1.0, 2.0, x.numel(), dtype=dtype)
     (y * weights).sum().backward()
@@ -354,29 +354,73 @@ def test_tanh_matches_torch_tanh_and_its_gradient(x, dtype):
     torch.testing.assert_close(x.grad, reference.grad, rtol=0, atol=8 * atol)
 
 
-def test_tanh_passes_gradcheck():
+def test_soft_clamp_passes_gradcheck():
     x = torch.linspace(-4.0, 4.0, 17, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(tanh, (x,))
     assert torch.autograd.gradcheck(lambda v: soft_clamp(v, 2.5), (x,))
+
+
+def reference_conditioners(module, x):
+    """Each layer's (log_scale, shift) computed the plain way, on inputs ``x``.
+
+    ``x`` is (n_members, batch, n_features), the same input for every layer:
+    the MLP reads ``x * mask`` through tanh hidden layers, and the
+    soft-clamped log-scale and the shift are zeroed on the conditioning
+    features.
+    """
+    out = []
+    for layer in range(module.n_layers):
+        mask = module.masks[:, layer].unsqueeze(1)
+        h = x * mask
+        for i, (weight, bias) in enumerate(zip(module.weights, module.biases)):
+            h = torch.baddbmm(bias[:, layer], h, weight[:, layer])
+            if i < len(module.weights) - 1:
+                h = torch.tanh(h)
+        log_scale, shift = h.chunk(2, dim=-1)
+        out.append((soft_clamp(log_scale, module.max_log_scale) * (1 - mask), shift * (1 - mask)))
+    return out
 
 
 @fast
 @given(stacks())
-def test_conditioner_is_zero_on_conditioning_features(case):
+def test_conditioner_matches_the_plain_masked_tanh_mlp(case):
+    # _per_layer folds the masks and tanh's affine parts into the parameters;
+    # the conditioner must still be exactly the textbook one.
     module, x = case
     x = module._broadcast(x)
     with torch.no_grad():
-        for weights, biases, _, mask in module._per_layer():
-            mask = mask.unsqueeze(1)
-            conditioning = mask.bool().expand_as(x)
-            log_scale, shift = module._conditioner(x, weights, biases, mask)
+        expected = reference_conditioners(module, x)
+        for layer, (weights, biases, _) in enumerate(module._per_layer()):
+            log_scale, shift = module._conditioner(x, weights, biases)
+            torch.testing.assert_close(log_scale, expected[layer][0], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(shift, expected[layer][1], rtol=1e-10, atol=1e-12)
+            # exactly zero on the conditioning features, which are the only ones read
+            conditioning = module.masks[:, layer].bool().unsqueeze(1).expand_as(x)
             assert torch.all(log_scale[conditioning] == 0) and torch.all(shift[conditioning] == 0)
-            # and it reads only the conditioning features
             noise = torch.where(conditioning, torch.zeros_like(x), torch.randn_like(x))
-            log_scale2, shift2 = module._conditioner(x + noise, weights, biases, mask)
+            log_scale2, shift2 = module._conditioner(x + noise, weights, biases)
             torch.testing.assert_close(log_scale2, log_scale, rtol=0, atol=0)
             torch.testing.assert_close(shift2, shift, rtol=0, atol=0)
-            x = torch.randn_like(x)
+
+
+@fast
+@given(stacks())
+def test_conditioner_gradients_match_the_plain_mlp(case):
+    module, x = case
+    x = module._broadcast(x).clone().requires_grad_(True)
+    weights = torch.linspace(-1.0, 1.0, x.numel(), dtype=x.dtype).view_as(x)
+
+    def gradients(compute):
+        module.zero_grad()
+        x.grad = None
+        total = sum(((ls + 2 * sh) * weights).sum() for ls, sh in compute())
+        total.backward()
+        return [x.grad.clone()] + [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+    ours = gradients(lambda: [module._conditioner(x, w, b) for w, b, _ in module._per_layer()])
+    plain = gradients(lambda: reference_conditioners(module, x))
+    assert len(ours) == len(plain)
+    for a, b in zip(ours, plain):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 @fast
