@@ -94,8 +94,8 @@ class CouplingFlowStack(nn.Module):
     def _per_layer(self):
         """``(weights, biases, actnorm)`` of every coupling layer, ready for the pass.
 
-        The conditioner parameters come prepared for :meth:`_conditioner`,
-        for all layers at once (one operation per tensor, not per layer):
+        The conditioner parameters are prepared for :meth:`_conditioner`, for
+        all layers at once (one operation per stacked tensor, not per layer):
 
         * masks act on the weights, not on the activations: the rows of the
           first weight for the non-conditioning features are zeroed (the MLP
@@ -103,11 +103,10 @@ class CouplingFlowStack(nn.Module):
           the last layer for the conditioning features (whose log-scale and
           shift are then exactly zero: the coupling leaves them unchanged);
         * the hidden units are tanh, evaluated as ``tanh(u) = 2 sigmoid(2 u) - 1``
-          with its affine parts folded into the matrix products: a layer
-          whose input is ``a = 2 s - 1`` (``s`` the previous sigmoid) computes
-          ``a W + b = 2 s W + (b - 1^T W)``, so its bias is replaced by
-          ``b - 1^T W`` here, and the factors of 2 are the products' ``alpha``
-          and ``beta``. Every hidden unit then costs one sigmoid kernel
+          with the affine parts folded into the parameters: a hidden layer
+          computes ``s' = sigmoid(2 (a W + b))`` and the next layer reads
+          ``a = 2 s - 1`` through ``a W + b = 2 s W + (b - 1^T W)``. The
+          conditioner is then a plain sigmoid MLP: one kernel per hidden unit
           forward and one backward, where torch's CPU ``tanh`` is several
           times slower.
 
@@ -120,8 +119,17 @@ class CouplingFlowStack(nn.Module):
         weights[0] = weights[0] * self.masks.unsqueeze(-1)
         weights[-1] = weights[-1] * free
         biases[-1] = biases[-1] * free
-        for i in range(1, len(weights)):
-            biases[i] = biases[i] - weights[i].sum(dim=-2, keepdim=True)
+        last = len(weights) - 1
+        for i in range(len(weights)):
+            factor = 1.0
+            if i > 0:  # the input is s = (a + 1) / 2
+                biases[i] = biases[i] - weights[i].sum(dim=-2, keepdim=True)
+                factor = 2.0
+            if i < last:  # the output goes into sigmoid(2 u)
+                biases[i] = 2.0 * biases[i]
+                factor *= 2.0
+            if factor != 1.0:
+                weights[i] = factor * weights[i]
         weights = zip(*(w.unbind(1) for w in weights))
         biases = zip(*(b.unbind(1) for b in biases))
         if self.actnorm:
@@ -135,14 +143,9 @@ class CouplingFlowStack(nn.Module):
 
         Both are exactly zero on the layer's conditioning features.
         """
-        last = len(weights) - 1
-        for i, (weight, bias) in enumerate(zip(weights, biases)):
-            alpha = 1.0 if i == 0 else 2.0  # h holds s = (a + 1) / 2 after the first layer
-            if i < last:
-                h = torch.sigmoid(torch.baddbmm(bias, h, weight, beta=2.0, alpha=2.0 * alpha))
-            else:
-                h = torch.baddbmm(bias, h, weight, alpha=alpha)
-        log_scale, shift = h.chunk(2, dim=-1)
+        for weight, bias in zip(weights[:-1], biases[:-1]):
+            h = torch.sigmoid(torch.baddbmm(bias, h, weight))
+        log_scale, shift = torch.baddbmm(biases[-1], h, weights[-1]).chunk(2, dim=-1)
         return soft_clamp(log_scale, self.max_log_scale), shift
 
     def _broadcast(self, x):

@@ -9,38 +9,13 @@ the scale and shift live in :mod:`skflowsearch._nn`.
 import torch
 
 
-class _SoftClamp(torch.autograd.Function):
-    """``bound * tanh(x / bound)`` computed as ``bound * (2 / (1 + exp(-2 x / bound)) - 1)``.
-
-    Through the ``exp`` kernel rather than torch's float32 CPU ``tanh``,
-    which is about twice as slow. Not through ``sigmoid``, faster still, as
-    its vectorized and scalar CPU code paths round differently: an element's
-    value would depend on its position in the tensor (the log-scales are
-    ``(n_members, batch, n_features)``, of any size). The absolute error is a
-    few float epsilons; the backward is the usual ``1 - tanh**2``.
-    """
-
-    @staticmethod
-    def forward(ctx, x, bound):
-        y = torch.exp(x * (-2.0 / bound)).add_(1.0).reciprocal_().mul_(2.0 * bound).sub_(bound)
-        ctx.save_for_backward(y)
-        ctx.bound = bound
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, y / ctx.bound), None
-
-
 def soft_clamp(raw, bound):
     """Squash ``raw`` smoothly into ``(-bound, bound)``.
 
     ``bound * tanh(raw / bound)`` is the identity near zero and keeps the
     log-scale of a coupling layer bounded, so one step cannot make it explode.
-    It maps 0 to exactly 0.
     """
-    return _SoftClamp.apply(raw, float(bound))
+    return bound * torch.tanh(raw / bound)
 
 
 def affine_forward(x, log_scale, shift):
