@@ -132,17 +132,28 @@ def profile(args, row_limit=15):
     Z_train, Z_val = standardized_split("breast_cancer")
     genomes = make_genomes(16, args.n_layers, Z_train.shape[1])
     config = TrainingConfig(max_epochs=args.epochs, n_iter_no_change=10 * args.epochs + 10)
-    for group_size, subset in ((16, genomes), (1, genomes[:1])):
+    rows = []
+    for group_size, subset in ((16, genomes), (8, genomes[:8]), (1, genomes[:1])):
         evaluator = make_evaluator(Z_train, Z_val, config, group_size, 1)
         evaluator(subset)  # warm-up
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             evaluator(subset)
+        averages = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in averages) / 1e3 / len(subset)
+        matmul = sum(e.self_cpu_time_total for e in averages
+                     if e.key in ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"))
+        matmul = matmul / 1e3 / len(subset)
+        rows.append([group_size, f"{total:.1f}", f"{matmul:.1f}", f"{total - matmul:.1f}",
+                     f"{total / matmul:.2f}"])
         print(f"\n### torch.profiler, group_size={group_size} ({len(subset)} candidate(s)), "
               f"top {row_limit} operators by self CPU time\n")
         print("```")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit,
-                                        max_name_column_width=48))
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=row_limit,
+                             max_name_column_width=48))
         print("```")
+    print("\n### Where a candidate's time goes (profiled, self CPU ms per candidate)\n")
+    print(markdown_table(["group_size", "all operators", "matrix products", "everything else",
+                          "all / matrix products"], rows))
 
 
 def elementwise_micro(repeats=7, calls=100):

@@ -172,7 +172,7 @@ def profile(name, args, row_limit=15):
     from torch.profiler import profile as torch_profile
 
     Z_train, Z_val, masks, config, hand_init = setup(name, args.n_layers, args.epochs)
-    variants = variants_for(Z_train, Z_val, masks, config, hand_init, False)
+    variants = variants_for(Z_train, Z_val, masks, config, hand_init)
     for label in ("fit_flows (P=1)", "hand loop"):
         variants[label]()  # warm-up
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -23,6 +23,20 @@ def test_bench_generation_quick(capsys):
     assert len(diffs) == 3 and all(float(d) == 0 for d in diffs)
 
 
+def test_bench_generation_profile_quick(capsys):
+    assert bench_generation.main(["--quick", "--profile", "--n-genomes", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "Where a candidate's time goes" in out
+    rows = re.findall(r"^\| (16|8|1) \| ([\d.]+) \| ([\d.]+) \|", out, flags=re.MULTILINE)
+    assert [r[0] for r in rows] == ["16", "8", "1"]
+    assert all(0 < float(matmul) < float(total) for _, total, matmul in rows)
+
+
+def test_bench_training_profile_quick(capsys):
+    assert bench_training.main(["--quick", "--profile", "--no-threads"]) == 0
+    assert "torch.profiler" in capsys.readouterr().out
+
+
 def test_bench_training_quick(capsys):
     assert bench_training.main(["--quick"]) == 0
     out = capsys.readouterr().out
