@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_generation.py [--quick] [--datasets ...] [--profile] [--micro]
+    python benchmarks/bench_generation.py [--quick] [--datasets ...] [--profile] [--micro] [--ceiling]
 
 One "generation" is ``--n-genomes`` (16) random valid genomes
 (``skflowsearch._operators.random_genome``, 8 layers) on a real table
@@ -27,6 +27,15 @@ on one thread, so for ``n_jobs=1`` the CPU time is the work done and is far
 less sensitive than wall time to other processes on a shared machine; it
 does not count the worker processes of ``n_jobs=2``). The fitness values of
 every variant are compared with the one-by-one ones.
+
+``--ceiling`` estimates what any grouping can reach on this machine: it
+trains the same 32 genomes one by one and in groups of 4, 8, 16 and 32 on
+one core, fits the CPU time per candidate as ``t(P) = a + b / P`` (``a``: the
+work every candidate brings whatever its group, its matrix products,
+elementwise kernels and optimizer update; ``b``: the per-step cost a group
+shares) and prints ``t(1) / a``, the speed-up of an infinitely large group on
+one core as the fit extrapolates it, and twice that for two cores with
+perfect scaling.
 
 ``--profile`` prints the torch profiler's top operators for a group of 16
 and for one candidate; ``--micro`` only times float32 ``tanh``, ``sigmoid``
@@ -156,6 +165,47 @@ def profile(args, row_limit=15):
                           "all / matrix products"], rows))
 
 
+CEILING_GROUPS = (1, 4, 8, 16, 32)
+
+
+def ceiling(args, dataset):
+    """Fit ``t(P) = a + b / P`` to the CPU time per candidate of groups of P; print ``t(1) / a``."""
+    Z_train, Z_val = standardized_split(dataset)
+    genomes = make_genomes(max(CEILING_GROUPS), args.n_layers, Z_train.shape[1])
+    config = TrainingConfig(
+        hidden_layer_sizes=(64, 64), max_epochs=args.epochs, batch_size=128,
+        n_iter_no_change=10 * args.epochs + 10,
+    )
+    variants = {
+        group: (lambda e=make_evaluator(Z_train, Z_val, config, group, 1): e(genomes))
+        for group in CEILING_GROUPS
+    }
+    _, cpu, results = interleaved(variants, args.repeats)
+    per_candidate = np.array([median(cpu[group]) / len(genomes) for group in CEILING_GROUPS])
+    # Least squares in (a, b) of t(P) = a + b / P, weighting every group size alike.
+    design = np.column_stack([np.ones(len(CEILING_GROUPS)), 1.0 / np.array(CEILING_GROUPS)])
+    (a, b), *_ = np.linalg.lstsq(design, per_candidate, rcond=None)
+    base = per_candidate[0]
+    rows = [[group, f"{t * 1e3:.1f}", f"{(a + b / group) * 1e3:.1f}", f"{base / t:.2f}x"]
+            for group, t in zip(CEILING_GROUPS, per_candidate)]
+    agree = max(float(np.max(np.abs(np.asarray(results[g]) - np.asarray(results[1]))))
+                for g in CEILING_GROUPS)
+    print(f"## Speed-up against group size: {len(genomes)} random genomes, {dataset} "
+          f"({Z_train.shape[0]} train rows, {Z_train.shape[1]} features), one core\n")
+    print(f"{args.n_layers} coupling layers, hidden (64, 64), batch 128, {args.epochs} epochs, "
+          f"{args.repeats} interleaved repeats, medians of CPU time (n_jobs=1, 1 torch thread).")
+    print(machine_line() + "\n")
+    print(markdown_table(["group size P", "CPU ms per candidate", "fit a + b/P", "speed-up vs P=1"],
+                         rows))
+    asymptote = base / a if a > 0 else float("nan")  # a <= 0: too noisy to fit
+    print(f"\nfit: a = {a * 1e3:.1f} ms per candidate whatever the group, b = {b * 1e3:.1f} ms "
+          f"shared by a group; asymptote t(1)/a = {asymptote:.2f}x on one core, "
+          f"{2 * asymptote:.2f}x on two (perfect scaling of two workers). "
+          f"Fitness max abs diff vs P=1: {agree:.3g}\n")
+    return {"P=8": base / per_candidate[CEILING_GROUPS.index(8)],
+            "P=32": base / per_candidate[-1], "asymptote": asymptote}
+
+
 def elementwise_micro(repeats=7, calls=100):
     """Float32 elementwise kernels on one (16, 128, 64) tensor, one thread."""
     x = torch.randn(16, 128, 64)
@@ -195,6 +245,8 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["breast_cancer"],
                         help="bundled tables to time one generation on (load_dataset names)")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="only fit t(P) = a + b/P over group sizes 1..32 and print t(1)/a")
     parser.add_argument("--micro", action="store_true",
                         help="only time tanh/sigmoid/exp kernels (the batched profile's hot spots)")
     args = parser.parse_args(argv)
@@ -207,6 +259,17 @@ def main(argv=None):
         args.epochs = 2 if args.quick else 20
     if args.n_jobs_2 is None:
         args.n_jobs_2 = not args.quick
+    if args.ceiling:
+        speed_ups = {dataset: ceiling(args, dataset) for dataset in args.datasets}
+        if len(speed_ups) > 1:
+            print("## Summary: speed-up of grouping over one by one, one core (CPU time)\n")
+            print(markdown_table(
+                ["dataset", "group of 8", "group of 32", "fitted asymptote t(1)/a",
+                 "asymptote x 2 cores"],
+                [[d, *(f"{v[k]:.2f}x" for k in ("P=8", "P=32", "asymptote")),
+                  f"{2 * v['asymptote']:.2f}x"] for d, v in speed_ups.items()],
+            ))
+        return 0
     summaries = {dataset: run(args, dataset) for dataset in args.datasets}
     if len(summaries) > 1:
         names = list(next(iter(summaries.values()))[1])

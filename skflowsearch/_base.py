@@ -69,11 +69,20 @@ class BaseFlow(DensityMixin, BaseEstimator):
                 "sklearn.neighbors.KernelDensity."
             )
         n_val = self._n_validation(n_samples)
-        if n_samples - n_val < 2:
+        n_train = n_samples - n_val
+        if n_train < 2:
             raise ValueError(
                 f"n_samples = {n_samples} is too few: with validation_fraction="
                 f"{self.validation_fraction} at least 2 rows must remain for training "
                 f"and 1 for validation."
+            )
+        if self.whiten and n_train <= n_features:
+            # The sample correlation is singular: whitening would blow the
+            # directions the training rows do not span up by ~1/sqrt(ridge).
+            raise ValueError(
+                f"whiten=True needs more training rows than features; got {n_train} training "
+                f"rows (n_samples = {n_samples} minus {n_val} for validation) for {n_features} "
+                "features. Pass whiten=False, or more rows."
             )
         return X
 
@@ -167,7 +176,7 @@ class BaseFlow(DensityMixin, BaseEstimator):
                 RuntimeWarning,
             )
         self.masks_ = np.asarray(masks, dtype=bool)
-        # Kept in float64 so that scores agree row by row whatever the batch.
+        # Kept in float64: a row scores the same to ~1e-15 whatever batch it is in.
         self.flow_ = result.module.double().to(device)
         self.device_ = str(device)
         self.loss_curve_ = result.train_loss[: result.n_epochs[0], 0].astype(np.float64)
@@ -246,6 +255,8 @@ class BaseFlow(DensityMixin, BaseEstimator):
             Samples in the original feature space.
         """
         check_is_fitted(self)
+        if isinstance(n_samples, bool):  # an Integral, but surely a mistake
+            raise TypeError(f"n_samples must be an int; got {n_samples!r}.")
         check_scalar(n_samples, "n_samples", numbers.Integral, min_val=1)
         (seed,) = draw_seeds(check_random_state(random_state), 1)
         generator = torch.Generator().manual_seed(seed)

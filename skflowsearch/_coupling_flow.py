@@ -30,7 +30,8 @@ class CouplingFlow(BaseFlow):
         Decorrelate the standardized features (ZCA, with the training
         correlation matrix) before the flow, so that the untrained flow is the
         maximum-likelihood Gaussian and training models only what a Gaussian
-        misses. Densities stay in the original space either way.
+        misses. Densities stay in the original space either way. Needs more
+        training rows than features (``ValueError`` otherwise).
     actnorm : bool, default=True
         Data-initialised per-feature affine layers before every coupling.
     max_log_scale : float, default=3.0
@@ -147,6 +148,14 @@ class CouplingFlow(BaseFlow):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+
+    def _check_params(self):
+        super()._check_params()
+        if isinstance(self.device, (list, tuple)):
+            raise ValueError(
+                f"CouplingFlow trains one flow on one device; device must be a string, got "
+                f"{self.device!r} (lists of devices are for StructureSearchFlow)."
+            )
 
     def _choose_masks(self, Z_train, Z_val, rng, devices):
         return make_masks(self.masks, self.n_layers, Z_train.shape[1], rng)

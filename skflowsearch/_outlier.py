@@ -1,5 +1,6 @@
 """``FlowOutlierDetector``: novelty detection with any density estimator."""
 
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -31,10 +32,18 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         :class:`~sklearn.mixture.GaussianMixture` or
         :class:`~sklearn.neighbors.KernelDensity`. It is cloned before
         fitting. None means ``StructureSearchFlow()`` with its defaults.
+        It receives ``X`` as given (a DataFrame stays a DataFrame, e.g. for
+        a pipeline that selects columns by name), once this detector has
+        checked it.
     contamination : float, default=0.1
         Expected fraction of outliers in the training data, in (0, 0.5]. It
         sets the threshold ``offset_``: about this fraction of the training
         rows is predicted as outliers.
+    random_state : int, RandomState instance or None, default=None
+        The ``random_state`` of the density estimator: of the default
+        ``StructureSearchFlow()``, and of ``estimator`` if it has a
+        ``random_state`` parameter (None leaves ``estimator``'s own). Pass an
+        int for the same thresholds and predictions on every fit.
 
     Attributes
     ----------
@@ -80,9 +89,10 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     0.05
     """
 
-    def __init__(self, estimator=None, contamination=0.1):
+    def __init__(self, estimator=None, contamination=0.1, random_state=None):
         self.estimator = estimator
         self.contamination = contamination
+        self.random_state = random_state
 
     def _check_params(self):
         check_scalar(
@@ -102,8 +112,11 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
             # Imported here: the default is built at fit time, never in __init__.
             from ._search_flow import StructureSearchFlow
 
-            return StructureSearchFlow()
-        return clone(self.estimator)
+            return StructureSearchFlow(random_state=self.random_state)
+        estimator = clone(self.estimator)
+        if self.random_state is not None and "random_state" in estimator.get_params(deep=False):
+            estimator.set_params(random_state=self.random_state)
+        return estimator
 
     def fit(self, X, y=None):
         """Fit the density estimator and set the outlier threshold.
@@ -121,14 +134,19 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
             The fitted detector.
         """
         self._check_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        # Checked here (and n_features_in_, feature_names_in_ set), but the
+        # estimator gets X unconverted.
+        validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         self.estimator_ = self._make_estimator().fit(X)
         scores = self._score(X)
         self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
         return self
 
     def _score(self, X):
-        return np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
+        with warnings.catch_warnings():
+            # validate_data has already warned about X's feature names, once.
+            warnings.filterwarnings("ignore", message=".*feature names", category=UserWarning)
+            return np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
 
     def score_samples(self, X):
         """Log-density of each row under the fitted estimator.
@@ -144,7 +162,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
             normal.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return self._score(X)
 
     def decision_function(self, X):

@@ -58,10 +58,13 @@ def fit_affine_normalizer(X, whiten):
             "standardize in float64 (below ~1e-308); rescale them."
         )
     matrix = np.diag(inverse_scale)
+    # From the factors, not from the product: slogdet of a matrix whose
+    # columns differ in scale by ~1e300 loses nats to underflow.
+    log_det = -np.sum(np.log(scale))
     if whiten:
         # The correlation does not depend on the columns' scales.
         correlation = np.corrcoef(X_unit, rowvar=False) + _WHITEN_RIDGE * np.eye(X.shape[1])
         eigenvalues, eigenvectors = np.linalg.eigh(correlation)
         matrix = matrix @ (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T
-    _, log_det = np.linalg.slogdet(matrix)
+        log_det -= 0.5 * np.sum(np.log(eigenvalues))
     return mean, scale, matrix, float(log_det)

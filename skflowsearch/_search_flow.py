@@ -248,8 +248,18 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         if self.max_time is not None:
             check_scalar(self.max_time, "max_time", numbers.Real, min_val=0)
         check_scalar(self.n_candidates_per_batch, "n_candidates_per_batch", numbers.Integral, min_val=1)
+        if self.n_jobs is not None:
+            check_scalar(self.n_jobs, "n_jobs", numbers.Integral)
+            if self.n_jobs == 0:
+                raise ValueError("n_jobs == 0 has no meaning; use None, a positive int or -1.")
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable or None; got {self.callback!r}.")
+        if self.checkpoint is not None:
+            directory = os.path.dirname(os.path.abspath(self.checkpoint))
+            if not os.path.isdir(directory):
+                raise ValueError(
+                    f"the directory of checkpoint={os.fspath(self.checkpoint)!r} does not exist."
+                )
 
     def _initial_population(self, n_features, rng):
         """Alternating masks, random halves and random genomes, without duplicates."""
@@ -306,7 +316,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         finally:
             progress.close()
         if not np.isfinite(fitness[0]):
-            raise RuntimeError(
+            raise ValueError(
                 "every candidate of the search diverged or failed; errors: "
                 f"{evaluator.errors[:3]}. Try a lower learning_rate or max_log_scale."
             )
@@ -340,7 +350,13 @@ def _load_checkpoint(path, fingerprint):
     """The saved :class:`SearchState`, or None when there is no checkpoint yet."""
     if path is None or not os.path.exists(path):
         return None
-    saved = joblib.load(path)
+    try:
+        saved = joblib.load(path)
+    except Exception as exc:  # truncated or foreign file: zlib, pickle, EOF errors...
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a StructureSearchFlow checkpoint "
+            f"(cannot read it: {type(exc).__name__}: {exc})."
+        ) from exc
     if not isinstance(saved, dict) or saved.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"{os.fspath(path)!r} is not a StructureSearchFlow checkpoint.")
     if saved["fingerprint"] != fingerprint:

@@ -243,6 +243,7 @@ def _run_search(args):
 
     if not 0 <= args.test_fraction < 1:
         raise CLIError(f"--test-fraction must be in [0, 1); got {args.test_fraction}")
+    _check_output_directory(args.output)
     if args.data is not None:
         X, names = read_csv(args.data)
         source = args.data
@@ -318,6 +319,15 @@ def _run_search(args):
     if args.plots is not None:
         _save_plots(search, train, args.plots)
     return 0
+
+
+def _check_output_directory(path):
+    """Fail before a search, not after it, when ``path`` cannot be written as a file."""
+    if os.path.isdir(path):
+        raise CLIError(f"cannot write {path}: it is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CLIError(f"cannot write {path}: directory {directory} does not exist")
 
 
 def _save_plots(estimator, X, directory):

@@ -91,6 +91,10 @@ def _integers():
     return np.random.RandomState(0).randint(0, 20, size=(N_SAMPLES, N_FEATURES))
 
 
+def _wide():
+    return np.random.RandomState(0).normal(size=(6, 10))
+
+
 def _dataframe():
     return pd.DataFrame(_base(), columns=["a", "b", "c"])
 
@@ -118,8 +122,10 @@ FIT_CASES = [
     ("complex", lambda: _base() + 1j, _error(ValueError, r"Complex data not supported")),
     ("sparse", lambda: sp.csr_matrix(_base()), _error(TypeError, r"Sparse data was passed for X, but dense data is required")),
     ("strings", lambda: np.full((N_SAMPLES, N_FEATURES), "a", dtype=object), _error(ValueError, r"could not convert string to float")),
-    ("3-samples", lambda: _base()[:3], OK),
-    ("wide-6x10", lambda: np.random.RandomState(0).normal(size=(6, 10)), OK),
+    ("3-samples", lambda: _base()[:3], _error(ValueError, r"whiten=True needs more training rows than features; got 2 training rows")),
+    ("4-samples", lambda: _base()[:4], _error(ValueError, r"whiten=True needs more training rows than features; got 3 training rows")),
+    ("5-samples", lambda: _base()[:5], OK),
+    ("wide-6x10", _wide, _error(ValueError, r"whiten=True needs more training rows than features")),
     ("duplicate-rows", _duplicate_rows, OK),
     ("huge-1e12", lambda: _base() * 1e12, OK),
     ("huge-offset-1e12", lambda: _base() + 1e12, OK),
@@ -171,6 +177,18 @@ def test_fit_input(make_estimator, make_X, expected):
         assert not hasattr(estimator, "feature_names_in_")
 
 
+@pytest.mark.parametrize("make_estimator", ESTIMATORS)
+@pytest.mark.parametrize("make_X", [_wide, lambda: _base()[:3]], ids=["wide-6x10", "3-samples"])
+def test_fewer_rows_than_features_fit_without_whitening(make_estimator, make_X):
+    estimator = make_estimator()
+    estimator.set_params(**{k: False for k in estimator.get_params() if k.endswith("whiten")})
+    X = make_X()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scores = estimator.fit(X).score_samples(X)
+    assert scores.shape == (X.shape[0],) and np.all(np.isfinite(scores))
+
+
 @pytest.mark.parametrize("factor", [1e-12, 1e12, 1e200])
 def test_rescaled_input_shifts_log_density_by_log_jacobian(factor):
     """The normalizer standardizes: scaling X by c fits the same flow, with
@@ -179,6 +197,18 @@ def test_rescaled_input_shifts_log_density_by_log_jacobian(factor):
     reference = _coupling_flow().fit(X).score_samples(X)
     scaled = _coupling_flow().fit(X * factor).score_samples(X * factor)
     np.testing.assert_allclose(scaled + N_FEATURES * np.log(factor), reference, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("factors", [(1e170, 1e-170), (1e-300, 1e300), (1e150, 1.0)])
+def test_columns_rescaled_apart_shift_log_density_by_log_jacobian(factors):
+    """Columns scaled by factors far apart (a product of scales under 1e-320):
+    the whitening map's log-determinant is still exact."""
+    X = _base()
+    reference = _coupling_flow().fit(X).score_samples(X)
+    c = np.ones(N_FEATURES)
+    c[: len(factors)] = factors
+    scaled = _coupling_flow().fit(X * c).score_samples(X * c)
+    np.testing.assert_allclose(scaled + np.sum(np.log(c)), reference, rtol=0, atol=1e-6)
 
 
 @pytest.fixture(scope="module", params=[p.values[0] for p in ESTIMATORS], ids=[p.id for p in ESTIMATORS])

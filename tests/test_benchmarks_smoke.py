@@ -32,6 +32,19 @@ def test_bench_generation_profile_quick(capsys):
     assert all(0 < float(matmul) < float(total) for _, total, matmul in rows)
 
 
+def test_bench_generation_ceiling_quick(capsys):
+    assert bench_generation.main(["--quick", "--ceiling", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \|", out, flags=re.MULTILINE)
+    assert [int(r[0]) for r in rows] == list(bench_generation.CEILING_GROUPS)
+    assert all(float(measured) > 0 for _, measured, _ in rows)
+    fit = re.search(r"a = (\S+) ms .*b = (\S+) ms .*asymptote t\(1\)/a = (\S+)x", out)
+    a, b, _ = map(float, fit.groups())
+    assert a + b > 0  # the fitted time of one candidate trained alone
+    # Every group size trains the same candidates to the same fitness.
+    assert float(re.search(r"Fitness max abs diff vs P=1: (\S+)", out).group(1)) < 1e-4
+
+
 def test_bench_training_profile_quick(capsys):
     assert bench_training.main(["--quick", "--profile", "--no-threads"]) == 0
     assert "torch.profiler" in capsys.readouterr().out

@@ -240,6 +240,20 @@ def test_search_bad_data(tmp_path, capsys, content, message):
     assert not (tmp_path / "m.joblib").exists()
 
 
+@pytest.mark.parametrize("where, message", [("missing", "does not exist"), ("dir", "is a directory")])
+def test_search_output_that_cannot_be_written_fails_before_the_search(
+    tmp_path, data, capsys, where, message
+):
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    (tmp_path / "dir").mkdir()
+    output = tmp_path / "dir" if where == "dir" else tmp_path / "no" / "m.joblib"
+    status = main(["search", str(csv_path), "--output", str(output), *TINY])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.err.startswith("error: cannot write") and message in captured.err
+    assert captured.out == ""  # failed before reading the data, let alone training
+
+
 def test_search_missing_file(tmp_path, capsys):
     status = main(["search", str(tmp_path / "nope.csv"), "--quiet", *TINY])
     assert "not found" in _assert_error(capsys, status)

@@ -136,6 +136,10 @@ def test_sample(fitted, X):
     np.testing.assert_allclose(np.corrcoef(samples.T), np.corrcoef(X.T), atol=0.1)
     with pytest.raises(ValueError):
         fitted.sample(0)
+    for bad in (2.0, True, "3"):
+        with pytest.raises(TypeError, match="n_samples"):
+            fitted.sample(bad)
+    assert fitted.sample(np.int64(2)).shape == (2, X.shape[1])
 
 
 # --- masks --------------------------------------------------------------------------
@@ -442,7 +446,7 @@ def test_cuda_without_cuda(X):
         CouplingFlow(**{**SMALL, "device": "cuda"}).fit(X)
 
 
-@pytest.mark.parametrize("device", ["tpu", "gpu", 3, []])
+@pytest.mark.parametrize("device", ["tpu", "gpu", 3, [], ["cpu"], ("cpu", "cpu")])
 def test_unknown_device(X, device):
     with pytest.raises(ValueError, match="device"):
         CouplingFlow(**{**SMALL, "device": device}).fit(X)

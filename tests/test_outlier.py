@@ -18,7 +18,14 @@ def _small_flow(**params):
     return CouplingFlow(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5, random_state=0, **params)
 
 
-@parametrize_with_checks([FlowOutlierDetector(_small_flow())])
+@parametrize_with_checks(
+    [
+        FlowOutlierDetector(_small_flow()),
+        # Unseeded inner flow: the checks seed the detector's random_state,
+        # which must reach the flow for repeated fits to agree.
+        FlowOutlierDetector(_small_flow().set_params(random_state=None)),
+    ]
+)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -97,7 +104,34 @@ def test_default_is_structure_search_flow(monkeypatch, gaussian_data):
 
     monkeypatch.setattr(StructureSearchFlow, "fit", quick_fit)
     FlowOutlierDetector().fit(gaussian_data)
-    assert built == [StructureSearchFlow().get_params()]
+    FlowOutlierDetector(random_state=7).fit(gaussian_data)
+    assert built == [StructureSearchFlow().get_params(),
+                     StructureSearchFlow(random_state=7).get_params()]
+
+
+@pytest.mark.parametrize("random_state, expected", [(None, 0), (5, 5)])
+def test_random_state_reaches_the_estimator_unless_none(gaussian_data, random_state, expected):
+    detector = FlowOutlierDetector(_small_flow(), random_state=random_state).fit(gaussian_data)
+    assert detector.estimator_.random_state == expected
+    assert detector.estimator.random_state == 0  # the given estimator is left as it was
+    # An estimator without the parameter is wrapped as it is.
+    kde = FlowOutlierDetector(KernelDensity(bandwidth=0.5), random_state=random_state)
+    assert "random_state" not in kde.fit(gaussian_data).estimator_.get_params()
+
+
+def test_dataframe_reaches_the_estimator_unconverted(gaussian_data):
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    frame = pd.DataFrame(gaussian_data, columns=["a", "b", "c"])
+    by_name = ColumnTransformer([("scale", StandardScaler(), ["a", "b"])], remainder="passthrough")
+    detector = FlowOutlierDetector(make_pipeline(by_name, _small_flow())).fit(frame)
+    np.testing.assert_array_equal(detector.feature_names_in_, ["a", "b", "c"])
+    np.testing.assert_array_equal(detector.estimator_.feature_names_in_, ["a", "b", "c"])
+    assert np.isfinite(detector.score_samples(frame)).all()
+    assert set(detector.predict(frame)) <= {-1, 1}
 
 
 def test_breast_cancer_novelty_detection():

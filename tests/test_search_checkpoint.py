@@ -96,3 +96,18 @@ def test_keyboard_interrupt_leaves_an_unfitted_estimator(X, tmp_path):
 
     with pytest.raises(NotFittedError):
         search.score_samples(X)
+
+
+@pytest.mark.parametrize("content", [b"xx", b"", joblib.hash(1).encode()])
+def test_unreadable_checkpoint_raises_value_error(X, tmp_path, content):
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="is not a StructureSearchFlow checkpoint"):
+        _tiny(n_generations=1, checkpoint=path).fit(X)
+
+
+def test_checkpoint_in_a_missing_directory_raises_before_training(X, tmp_path):
+    search = _tiny(checkpoint=tmp_path / "missing" / "search.ckpt",
+                   callback=_stop_at(0))  # would stop after generation 0 had trained
+    with pytest.raises(ValueError, match="does not exist"):
+        search.fit(X)

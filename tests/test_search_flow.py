@@ -221,7 +221,7 @@ def test_every_candidate_failing_raises_and_leaves_no_fitted_state(X, monkeypatc
 
     monkeypatch.setattr(search_module, "fit_flows", all_diverge)
     est = tiny(n_generations=1, n_jobs=1)
-    with pytest.raises(RuntimeError, match="every candidate"):
+    with pytest.raises(ValueError, match="every candidate"):
         est.fit(X)
     assert not hasattr(est, "masks_") and not hasattr(est, "search_history_")
 
@@ -374,6 +374,14 @@ def test_verbose_without_tqdm_prints_lines(X, capfd, monkeypatch):
 def test_bad_params_raise(X, params, error):
     with pytest.raises(error):
         tiny(**params).fit(X)
+
+
+@pytest.mark.parametrize("n_jobs, error", [(0, ValueError), (2.5, TypeError), ("two", TypeError)])
+def test_bad_n_jobs_raises_before_training(X, n_jobs, error, monkeypatch):
+    # Not taken for a lost worker and retried: checked with the other parameters.
+    monkeypatch.setattr(search_module, "fit_flows", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(error, match="n_jobs"):
+        tiny(n_jobs=n_jobs).fit(X)
 
 
 # --- composition ----------------------------------------------------------------------
