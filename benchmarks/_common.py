@@ -11,13 +11,13 @@ import platform
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from skflowsearch._training import torch_threads  # noqa: F401 (re-exported for the scripts)
 from skflowsearch.datasets import load_dataset
 
 
@@ -58,17 +58,6 @@ def interleaved(variants, repeats, *, warmup=True):
             cpu[name].append(time.process_time() - start_cpu)
             wall[name].append(time.perf_counter() - start)
     return wall, cpu, results
-
-
-@contextmanager
-def torch_threads(n_threads):
-    """Run the block with ``n_threads`` torch threads, then restore the setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def median(values):
