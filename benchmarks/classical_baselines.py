@@ -4,7 +4,8 @@ Run from the repository root::
 
     python benchmarks/classical_baselines.py [--datasets iris wine ...]
 
-Protocol, per dataset: ``train_test_split(X, test_size=0.2, random_state=0)``,
+Tables come from ``datasets_extra.load_table`` (point-mass and linearly
+dependent columns dropped). Protocol, per dataset: ``train_test_split(X, test_size=0.2, random_state=0)``,
 then the train part is split again 80/20 into train/validation
 (``random_state=0``); a ``StandardScaler`` is fitted on the (inner) train
 split and applied to all three parts. Hyper-parameters are chosen on the
@@ -29,7 +30,8 @@ from benchmarks.baselines import (  # noqa: E402
     tuned_gaussian_mixture,
     tuned_kernel_density,
 )
-from skflowsearch.datasets import DATASETS, load_dataset  # noqa: E402
+from benchmarks.datasets_extra import load_table  # noqa: E402
+from skflowsearch.datasets import DATASETS  # noqa: E402
 
 
 def split_standardize(X, random_state=0):
@@ -41,7 +43,7 @@ def split_standardize(X, random_state=0):
 
 
 def evaluate(name, random_state=0):
-    X = load_dataset(name, random_state=random_state)
+    X = load_table(name, random_state=random_state)
     X_train, X_val, X_test = split_standardize(X, random_state=random_state)
     t0 = time.perf_counter()
     gauss = gaussian_baseline(X_train)

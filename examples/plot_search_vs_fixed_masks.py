@@ -112,8 +112,9 @@ for name, mean, median, validation, epoch, n_params, seconds in results:
 # log-likelihood is dominated by the few test rows in the tails of the data,
 # where a flexible density can be much lower than a Gaussian; the median is
 # steadier. The search maximizes its fitness on the 80 validation rows, and a
-# gain there need not carry over to the test rows; the final flow is also
-# retrained from a new initialization (``refit=True``). Increase
+# gain there need not carry over to the test rows. (The final flow, with
+# ``refit=True``, retrains the winner from its own initial weights and
+# minibatch order for up to ``max_epochs``.) Increase
 # ``n_generations`` and ``fitness_epochs``, and use more data, for a search
 # whose gains are above the noise.
 

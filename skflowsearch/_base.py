@@ -157,9 +157,12 @@ class BaseFlow(DensityMixin, BaseEstimator):
         return self._training_config(), init_seed, batch_seed
 
     def _print_epoch(self, epoch, train_loss, validation_score):
+        # Both in the original feature space, like score(): the training loss
+        # is a negative log-likelihood of the normalized features.
         print(
-            f"[{type(self).__name__}] epoch {epoch:4d}  train NLL {train_loss[0]:.4f}  "
-            f"validation log-likelihood {validation_score[0] + self.input_log_det_:.4f}"
+            f"[{type(self).__name__}] epoch {epoch:4d}  mean log-likelihood: "
+            f"train {self.input_log_det_ - train_loss[0]:.4f}  "
+            f"validation {validation_score[0] + self.input_log_det_:.4f}"
         )
 
     def _store_result(self, masks, result, device):

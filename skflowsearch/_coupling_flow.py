@@ -31,24 +31,29 @@ class CouplingFlow(BaseFlow):
         correlation matrix) before the flow, so that the untrained flow is the
         maximum-likelihood Gaussian and training models only what a Gaussian
         misses. Densities stay in the original space either way. Needs more
-        training rows than features (``ValueError`` otherwise).
+        training rows than features, and no column that is a linear
+        combination of others (``ValueError`` otherwise).
     actnorm : bool, default=True
         Data-initialised per-feature affine layers before every coupling.
     max_log_scale : float, default=3.0
         Soft bound on each coupling's log-scale.
     max_epochs : int, default=200
-        Maximum number of passes over the training rows.
+        Maximum number of passes over the training rows. Every minibatch of a
+        pass has ``batch_size`` rows: the remainder of the shuffled rows (fewer
+        than ``batch_size``) is left out of that pass.
     batch_size : int, default=128
         Minibatch size (capped at the number of training rows).
     learning_rate : float, default=1e-3
-        AdamW step size.
+        AdamW step size. Before each step the gradient is rescaled to a
+        global norm of at most 5.
     weight_decay : float, default=1e-5
         AdamW decoupled weight decay.
     validation_fraction : float, default=0.1
         Fraction of the rows given to ``fit`` held out to early-stop on.
     n_iter_no_change : int, default=20
-        Stop when the validation log-likelihood has not improved for this many
-        epochs; the weights of the best epoch are restored.
+        Stop when the validation log-likelihood has not improved by more than
+        1e-4 nats for this many epochs; the weights of the best epoch are
+        restored.
     device : {"cpu", "cuda", "cuda:N", "auto"}, default="cpu"
         Where to train and score. ``"auto"`` uses CUDA when available. On the
         CPU, training uses one torch thread: these small networks gain little

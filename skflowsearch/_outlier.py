@@ -34,7 +34,9 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         fitting. None means ``StructureSearchFlow()`` with its defaults.
         It receives ``X`` as given (a DataFrame stays a DataFrame, e.g. for
         a pipeline that selects columns by name), once this detector has
-        checked it.
+        checked its shape and that it holds no NaN or inf; converting it to
+        numbers is the estimator's job, so a pipeline may drop or encode
+        non-numeric columns.
     contamination : float, default=0.1
         Expected fraction of outliers in the training data, in (0, 0.5]. It
         sets the threshold ``offset_``: about this fraction of the training
@@ -136,7 +138,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         self._check_params()
         # Checked here (and n_features_in_, feature_names_in_ set), but the
         # estimator gets X unconverted.
-        validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        validate_data(self, X, dtype=None, ensure_min_samples=2)
         self.estimator_ = self._make_estimator().fit(X)
         scores = self._score(X)
         self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
@@ -162,7 +164,7 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
             normal.
         """
         check_is_fitted(self)
-        validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        validate_data(self, X, reset=False, dtype=None)
         return self._score(X)
 
     def decision_function(self, X):

@@ -11,11 +11,32 @@ import numpy as np
 # collinear features from being blown up by tiny eigenvalues.
 _WHITEN_RIDGE = 1e-4
 
+# Below this, the smallest eigenvalue of the correlation matrix is rounding
+# noise: some combination of the columns is constant.
+_MIN_CORRELATION_EIGENVALUE = 1e-10
+
 # A column whose standard deviation is at most this fraction of its largest
 # magnitude varies only at the rounding level of its values (about 100 ulps):
 # it is treated as constant. The test is relative, so that columns on any scale
 # (1e-12 as well as 1e12) are accepted as long as they really vary.
 _MIN_RELATIVE_SPREAD = 100 * np.finfo(np.float64).eps
+
+
+def _check_linearly_independent(eigenvalues, eigenvectors):
+    """Raise if a combination of the columns is constant (a zero eigenvalue of their correlation).
+
+    The data then lie on a hyperplane, where the whitened density would be a
+    spike of height set by the ridge alone.
+    """
+    if eigenvalues[0] > _MIN_CORRELATION_EIGENVALUE:
+        return
+    direction = np.abs(eigenvectors[:, 0])
+    columns = np.flatnonzero(direction > 0.1 * direction.max())
+    raise ValueError(
+        f"the columns of X are linearly dependent: a combination of columns {columns.tolist()} "
+        "is constant (e.g. a copy or multiple of another column, or one-hot columns that sum "
+        "to 1). Drop one of them."
+    )
 
 
 def fit_affine_normalizer(X, whiten):
@@ -32,7 +53,8 @@ def fit_affine_normalizer(X, whiten):
     Raises
     ------
     ValueError
-        If a column is constant: it has no density.
+        If a column is constant, or (with ``whiten``) a combination of columns
+        is: the data have no density.
     """
     # Statistics are taken on each column divided by its largest magnitude and
     # scaled back: squaring values beyond ~1e154 (or below ~1e-154) directly
@@ -63,8 +85,9 @@ def fit_affine_normalizer(X, whiten):
     log_det = -np.sum(np.log(scale))
     if whiten:
         # The correlation does not depend on the columns' scales.
-        correlation = np.corrcoef(X_unit, rowvar=False) + _WHITEN_RIDGE * np.eye(X.shape[1])
-        eigenvalues, eigenvectors = np.linalg.eigh(correlation)
+        eigenvalues, eigenvectors = np.linalg.eigh(np.corrcoef(X_unit, rowvar=False))
+        _check_linearly_independent(eigenvalues, eigenvectors)
+        eigenvalues = eigenvalues + _WHITEN_RIDGE
         matrix = matrix @ (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T
         log_det -= 0.5 * np.sum(np.log(eigenvalues))
     return mean, scale, matrix, float(log_det)

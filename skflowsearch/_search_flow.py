@@ -93,7 +93,12 @@ class StructureSearchFlow(BaseFlow):
         checkpoint of another search raises ``ValueError``. If ``fit`` is
         interrupted (Ctrl-C), it raises ``KeyboardInterrupt``, the estimator
         is left unfitted and the checkpoint holds the last completed
-        generation.
+        generation. Resuming needs an int ``random_state`` (None draws new
+        seeds, hence another search). A search that ended (its generations
+        done, or stopped by ``patience``, ``max_time`` or the callback) is not
+        continued: fitting again returns its result; delete the file to
+        search again. A checkpoint belongs to one search: do not give one
+        path to the several fits of a cross-validation or grid search.
     whiten, actnorm, max_log_scale, max_epochs, batch_size, learning_rate, \
 weight_decay, n_iter_no_change
         As in :class:`CouplingFlow`.
@@ -125,9 +130,11 @@ weight_decay, n_iter_no_change
     best_score_ : float
         Fitness of ``masks_`` during the search (validation log-likelihood
         in the original space, minus the size penalty).
-    population_ : ndarray of shape (population_size, n_layers, n_features)
-        The final population, best first.
-    population_scores_ : ndarray of shape (population_size,)
+    population_ : ndarray of shape (n_population, n_layers, n_features)
+        The final population, best first: ``population_size`` distinct
+        genomes, unless the search met fewer (with few features and layers),
+        when there can be fewer rows, or repeated genomes.
+    population_scores_ : ndarray of shape (n_population,)
         Its fitness.
     search_history_ : list of dict
         One record per generation (``generation``, ``n_evaluations``,
@@ -316,9 +323,10 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         finally:
             progress.close()
         if not np.isfinite(fitness[0]):
+            errors = f" (first errors: {evaluator.errors[:3]})" if evaluator.errors else ""
             raise ValueError(
-                "every candidate of the search diverged or failed; errors: "
-                f"{evaluator.errors[:3]}. Try a lower learning_rate or max_log_scale."
+                "every candidate of the search diverged (NaN or inf loss or validation "
+                f"score) or failed{errors}. Try a lower learning_rate or max_log_scale."
             )
         self.population_ = np.stack(population)
         self.population_scores_ = np.asarray(fitness, dtype=float)

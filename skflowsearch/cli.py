@@ -390,6 +390,19 @@ def _run_sample(args):
 # --- argument parsing --------------------------------------------------------------
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show ``(default: ...)`` only where there is a default worth reading.
+
+    Not for flags, nor for options whose default None means "absent" (their
+    help says what happens then).
+    """
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _build_parser():
     from .datasets import DATASETS
 
@@ -411,7 +424,7 @@ def _build_parser():
             "alternating masks; print their held-out mean log-likelihood, "
             "parameter count and fit time, and save the searched model."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     search.add_argument(
         "data", nargs="?", metavar="DATA.csv",
@@ -430,7 +443,8 @@ def _build_parser():
     search.add_argument("--max-epochs", type=int, default=200, help="training epochs of the final flows")
     search.add_argument("--size-penalty", type=float, default=0.0,
                         help="nats of fitness subtracted per parameter")
-    search.add_argument("--n-jobs", type=int, default=None, help="parallel training tasks (-1: all cores)")
+    search.add_argument("--n-jobs", type=int, default=None,
+                        help="parallel training tasks (-1: all cores; default: 1)")
     search.add_argument("--device", default="cpu", help='"cpu", "cuda", "cuda:N" or "auto"')
     search.add_argument("--random-state", type=int, default=0, help="seed of the split and of both fits")
     search.add_argument("--test-fraction", type=float, default=0.2, help="fraction of rows held out")
@@ -483,7 +497,8 @@ def main(argv=None):
     -------
     status : int
         0 on success, 2 on bad arguments or bad input files, 130 when
-        interrupted.
+        interrupted, 1 when the reader of the output went away (a broken
+        pipe, e.g. ``| head``).
     """
     parser = _build_parser()
     try:

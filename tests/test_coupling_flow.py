@@ -365,9 +365,12 @@ def test_verbose_prints_epochs(X, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if "epoch" in line]
     assert len(lines) == flow.n_epochs_
     assert lines[0].startswith("[CouplingFlow] epoch    1")
-    # the printed validation score is in the original space
-    printed = float(lines[-1].split()[-1])
-    assert printed == pytest.approx(flow.validation_scores_[-1], abs=1e-3)
+    # Both printed scores are in the original space, like validation_scores_.
+    fields = lines[-1].split()
+    assert fields[-2] == "validation"
+    assert float(fields[-1]) == pytest.approx(flow.validation_scores_[-1], abs=1e-3)
+    assert fields[-4] == "train"
+    assert float(fields[-3]) == pytest.approx(flow.input_log_det_ - flow.loss_curve_[-1], abs=1e-3)
     CouplingFlow(**SMALL).fit(X)
     assert capsys.readouterr().out == ""
 

@@ -134,6 +134,26 @@ def test_dataframe_reaches_the_estimator_unconverted(gaussian_data):
     assert set(detector.predict(frame)) <= {-1, 1}
 
 
+def test_non_numeric_column_left_to_a_pipeline_that_drops_it(gaussian_data):
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import make_column_transformer
+    from sklearn.pipeline import make_pipeline
+
+    frame = pd.DataFrame(gaussian_data, columns=["a", "b", "c"])
+    frame["label"] = np.where(gaussian_data[:, 0] > 0, "x", "y")
+    drop_label = make_column_transformer(("drop", ["label"]), remainder="passthrough")
+    detector = FlowOutlierDetector(make_pipeline(drop_label, _small_flow()), random_state=0).fit(frame)
+    numeric = FlowOutlierDetector(_small_flow(), random_state=0).fit(frame[["a", "b", "c"]])
+    np.testing.assert_allclose(detector.score_samples(frame), numeric.score_samples(frame[["a", "b", "c"]]))
+    # Without the pipeline, the flow itself rejects the strings.
+    with pytest.raises(ValueError, match="could not convert string to float"):
+        FlowOutlierDetector(_small_flow()).fit(frame)
+    # Missing values are still the detector's to reject (sklearn's message for object arrays).
+    frame.loc[0, "a"] = np.nan
+    with pytest.raises(ValueError, match="Input contains NaN"):
+        detector.fit(frame)
+
+
 def test_breast_cancer_novelty_detection():
     data = load_breast_cancer()
     X, y = data.data, data.target  # 1 = benign (inliers), 0 = malignant

@@ -221,9 +221,20 @@ def test_every_candidate_failing_raises_and_leaves_no_fitted_state(X, monkeypatc
 
     monkeypatch.setattr(search_module, "fit_flows", all_diverge)
     est = tiny(n_generations=1, n_jobs=1)
-    with pytest.raises(ValueError, match="every candidate"):
+    # Diverged, none raised: the message lists no (empty) errors.
+    with pytest.raises(ValueError, match=r"every candidate .*diverged \(NaN or inf loss or validation score\) or failed\. Try"):
         est.fit(X)
     assert not hasattr(est, "masks_") and not hasattr(est, "search_history_")
+
+
+def test_every_candidate_raising_names_the_errors(X, monkeypatch):
+    def all_raise(masks, *args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(search_module, "fit_flows", all_raise)
+    with pytest.warns(RuntimeWarning, match="simulated"):
+        with pytest.raises(ValueError, match=r"or failed \(first errors: \[.*out of memory \(simulated\)"):
+            tiny(n_generations=1, n_jobs=1).fit(X)
 
 
 # --- refit ---------------------------------------------------------------------------

