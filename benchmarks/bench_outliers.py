@@ -46,6 +46,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from benchmarks._common import format_pm, machine_line, markdown_table  # noqa: E402
+from benchmarks.bench_quality import budgets  # noqa: E402 (the same flow and search budgets)
 from benchmarks.datasets_extra import OUTLIER_DATASETS, keel_available, load_outlier_table  # noqa: E402
 from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow  # noqa: E402
 
@@ -77,21 +78,6 @@ class BICGaussianMixture(DensityMixin, BaseEstimator):
 
     def score_samples(self, X):
         return self.mixture_.score_samples(X)
-
-
-def budgets(quick):
-    """Flow and search settings of the full and the quick run."""
-    if quick:
-        return {
-            "flow": dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=3, n_iter_no_change=3),
-            "search": dict(population_size=2, n_offspring=2, n_generations=1, fitness_epochs=1,
-                           n_candidates_per_batch=2, n_jobs=1),
-        }
-    return {
-        "flow": dict(n_layers=8, hidden_layer_sizes=(64, 64), max_epochs=100, n_iter_no_change=15),
-        "search": dict(population_size=8, n_offspring=8, n_generations=3, fitness_epochs=10,
-                       n_candidates_per_batch=4, n_jobs=2),
-    }
 
 
 def make_detector(name, seed, budget):

@@ -324,6 +324,9 @@ def test_help_in_process(capsys):
         assert main(argv) == 0
     out = capsys.readouterr().out
     assert "--population-size" in out and "--contamination" in out and "-n N" in out
+    # Defaults shown where they mean something, never "(default: None)" or for flags.
+    assert "(default: 8)" in out and "default: 1)" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
 
 
 def test_python_dash_m_help():
