@@ -4,12 +4,17 @@ Run from the repository root::
 
     python benchmarks/bench_generation.py [--quick] [--datasets ...] [--profile] [--micro] [--ceiling]
 
-One "generation" is ``--n-genomes`` (16) random valid genomes
-(``skflowsearch._operators.random_genome``, 8 layers) on a real table
-(StandardScaler fitted on an 80% train split, 20% validation; breast cancer
-by default), each trained for a fixed budget (20 epochs; ``n_iter_no_change``
-larger than that, so every candidate trains the full budget), hidden
-(64, 64), batch 128, evaluated by ``skflowsearch._search.PopulationEvaluator``:
+One "generation" is ``--n-genomes`` (16) random valid masks
+(``skflowsearch._operators.random_genome``, 8 layers) made genomes with
+every layer on and the full width (``skflowsearch._genome.Genome.full``), on
+a real table (StandardScaler fitted on an 80% train split, 20% validation;
+breast cancer by default), each trained for a fixed budget (20 epochs;
+``n_iter_no_change`` larger than that, so every candidate trains the full
+budget and none leaves its stack early), hidden (64, 64), batch 128, by
+``skflowsearch._search.CandidateTrainer.train`` with one seed pair: as in
+the search, all candidates start from the same weights and see the same
+minibatches. The fitness is the mean log-likelihood of the validation rows
+(which also serve as the selection rows here). Variants:
 
 * ``one by one``: ``group_size=1, n_jobs=1``, one candidate per model, one
   after the other (the baseline of every ratio);
@@ -62,24 +67,34 @@ from benchmarks._common import (  # noqa: E402
     standardized_split,
     torch_threads,
 )
+from skflowsearch._genome import Genome  # noqa: E402
 from skflowsearch._operators import random_genome  # noqa: E402
-from skflowsearch._search import PopulationEvaluator, genome_seed  # noqa: E402
+from skflowsearch._search import CandidateTrainer, mean_scores  # noqa: E402
 from skflowsearch._training import TrainingConfig  # noqa: E402
 
-SEARCH_SEED, BATCH_SEED = 0, 1
+INIT_SEED, BATCH_SEED = 0, 1
+# One width choice: every genome has the full hidden_layer_sizes.
+WIDTH_CHOICES = (1.0,)
 
 
 def make_genomes(n_genomes, n_layers, n_features, seed=0):
     rng = np.random.default_rng(seed)
-    return [random_genome(n_layers, n_features, rng) for _ in range(n_genomes)]
+    return [Genome.full(random_genome(n_layers, n_features, rng), len(WIDTH_CHOICES))
+            for _ in range(n_genomes)]
 
 
 def make_evaluator(Z_train, Z_val, config, group_size, n_jobs):
-    return PopulationEvaluator(
-        Z_train, Z_val, config=config, search_seed=SEARCH_SEED, batch_seed=BATCH_SEED,
+    """``evaluate(genomes) -> fitness``: one full-budget training of each, in groups of ``group_size``."""
+    trainer = CandidateTrainer(
+        Z_train, Z_val, config=config, width_choices=WIDTH_CHOICES,
         devices=[torch.device("cpu")], n_jobs=n_jobs, group_size=group_size,
-        size_penalty=0.0, score_offset=0.0,
     )
+
+    def evaluate(genomes):
+        trained = trainer.train(genomes, [(INIT_SEED, BATCH_SEED)], Z_val)
+        return mean_scores(trained)[0]
+
+    return evaluate
 
 
 BASE = "one by one"

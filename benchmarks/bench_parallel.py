@@ -7,15 +7,16 @@ Run from the repository root::
 Fits ``StructureSearchFlow`` on breast cancer (StandardScaler fitted on the
 whole table; the estimator holds out its own validation rows) with the same
 ``random_state`` and a modest budget -- 2 generations after the initial one,
-population 8, 16 offspring, ``fitness_epochs=15``,
+population 8, 16 offspring, the default ``fitness_budget``,
 ``n_candidates_per_batch=8``, ``max_epochs=50`` -- once with ``n_jobs=1``
 and once with ``n_jobs=2``, interleaved, ``--repeats`` times. The joblib
 (loky) workers are started, and both settings run once on a tiny budget,
-before timing. The table gives median wall times,
-split into the search (the generations' own timers in ``search_history_``)
-and the rest (the final training of the best masks, which is one flow and
-does not use the workers), and checks that both fits found the same masks
-and fitness (the search's result must not depend on ``n_jobs``).
+before timing. The table gives median wall times, split into the evolution
+(the generations' own timers in ``search_history_``) and the rest: the
+incumbent's and the finalists' full-budget trainings of the race, which use
+the workers too, and the final training of the winner, which is one flow and
+does not. It checks that both fits found the same structure, fitness and
+race (the search's result must not depend on ``n_jobs``).
 
 The main process runs torch and numpy's BLAS on ``--threads`` threads (1 by
 default; ``fit_flows`` pins every CPU training, search tasks and final
@@ -42,9 +43,9 @@ from skflowsearch.datasets import load_dataset  # noqa: E402
 def budget(quick):
     if quick:
         return dict(n_layers=4, hidden_layer_sizes=(16,), population_size=4, n_offspring=8,
-                    n_generations=1, fitness_epochs=2, n_candidates_per_batch=4, max_epochs=3)
+                    n_generations=1, n_candidates_per_batch=4, max_epochs=3)
     return dict(n_layers=8, hidden_layer_sizes=(64, 64), population_size=8, n_offspring=16,
-                n_generations=2, fitness_epochs=15, n_candidates_per_batch=8, max_epochs=50)
+                n_generations=2, n_candidates_per_batch=8, max_epochs=50)
 
 
 def main(argv=None):
@@ -93,14 +94,17 @@ def run(args):
             f"{median(wall[1]) / median(wall[n_jobs]):.2f}x",
         ])
     same_masks = bool(np.array_equal(fits[1].masks_, fits[2].masks_))
+    same_widths = fits[1].hidden_layer_sizes_ == fits[2].hidden_layer_sizes_
     same_scores = bool(np.array_equal(fits[1].evaluated_scores_, fits[2].evaluated_scores_))
+    same_race = fits[1].race_ == fits[2].race_
     print("## Parallel scaling: StructureSearchFlow.fit, n_jobs=1 vs n_jobs=2\n")
     print(f"breast cancer {X.shape[0]}x{X.shape[1]}, random_state={args.random_state}, "
           f"{', '.join(f'{k}={v}' for k, v in params.items())}; {repeats} interleaved repeats, "
           "median wall time. Search / final split is from the last repeat.")
     print(machine_line() + "\n")
     print(markdown_table(
-        ["n_jobs", "wall s (median)", "wall min-max", "search s (last)", "final training s (last)",
+        ["n_jobs", "wall s (median)", "wall min-max", "evolution s (last)",
+         "race + final training s (last)",
          "candidates trained", "speed-up vs n_jobs=1"],
         rows,
     ))
@@ -108,7 +112,9 @@ def run(args):
           + ", ".join(f"gen {a['generation']}: {a['seconds']:.2f} vs {b['seconds']:.2f} "
                       f"({a['n_evaluations']} new)"
                       for a, b in zip(fits[1].search_history_, fits[2].search_history_)))
-    print(f"\nmasks_ equal: {same_masks}; evaluated fitness equal: {same_scores}; "
+    print(f"\nmasks_ equal: {same_masks}; hidden_layer_sizes_ equal: {same_widths}; "
+          f"evaluated fitness equal: {same_scores}; "
+          f"race_ equal: {same_race}; "
           f"best_score_ {fits[1].best_score_:.4f} vs {fits[2].best_score_:.4f}")
     print(f"wall-time ratio n_jobs=1 / n_jobs=2: {median(wall[1]) / median(wall[2]):.2f}")
     return 0

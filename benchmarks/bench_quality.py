@@ -94,14 +94,14 @@ def budgets(quick):
     if quick:
         return {
             "flow": dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=3, n_iter_no_change=3),
-            "search": dict(population_size=2, n_offspring=2, n_generations=1, fitness_epochs=1,
-                           n_candidates_per_batch=2, n_jobs=1),
+            "search": dict(population_size=2, n_offspring=2, n_generations=1, n_finalists=1,
+                           n_race_seeds=1, n_candidates_per_batch=2, n_jobs=1),
             "gmm": dict(n_components=(1, 2), reg_covars=(1e-6, 1e-2), n_init=1),
             "kde": dict(bandwidths=np.logspace(-1.5, 0.5, 5)),
         }
     return {
         "flow": dict(n_layers=8, hidden_layer_sizes=(64, 64), max_epochs=100, n_iter_no_change=15),
-        "search": dict(population_size=8, n_offspring=8, n_generations=3, fitness_epochs=10,
+        "search": dict(population_size=8, n_offspring=8, n_generations=3,
                        n_candidates_per_batch=4, n_jobs=2),
         "gmm": dict(),
         "kde": dict(),

@@ -7,6 +7,7 @@ Subclasses decide only which masks the final flow gets (``_choose_masks``).
 import copy
 import numbers
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,6 +24,20 @@ _SEED_HIGH = 2**63 - 1
 _SCORE_CHUNK = 65536
 
 
+def check_real(value, name, **bounds):
+    """``check_scalar`` for a real parameter that must also be finite (it lets NaN and inf pass)."""
+    check_scalar(value, name, numbers.Real, **bounds)
+    if isinstance(value, bool) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}.")
+
+
+def check_integer(value, name, **bounds):
+    """``check_scalar`` for an integer parameter, rejecting bools (an Integral, but surely a mistake)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int; got {value!r}.")
+    check_scalar(value, name, numbers.Integral, **bounds)
+
+
 def draw_seeds(rng, n):
     """``n`` integer seeds from a numpy RandomState, for torch generators."""
     return [int(s) for s in rng.randint(0, 2**62, size=n, dtype=np.int64)]
@@ -34,18 +49,18 @@ class BaseFlow(DensityMixin, BaseEstimator):
     # --- validation ----------------------------------------------------------------
 
     def _check_params(self):
-        check_scalar(self.n_layers, "n_layers", numbers.Integral, min_val=1)
+        check_integer(self.n_layers, "n_layers", min_val=1)
         check_hidden_layer_sizes(self.hidden_layer_sizes)
-        check_scalar(self.max_epochs, "max_epochs", numbers.Integral, min_val=1)
-        check_scalar(self.batch_size, "batch_size", numbers.Integral, min_val=1)
-        check_scalar(self.learning_rate, "learning_rate", numbers.Real, min_val=0, include_boundaries="neither")
-        check_scalar(self.weight_decay, "weight_decay", numbers.Real, min_val=0)
-        check_scalar(
-            self.validation_fraction, "validation_fraction", numbers.Real,
-            min_val=0, max_val=1, include_boundaries="neither",
+        check_integer(self.max_epochs, "max_epochs", min_val=1)
+        check_integer(self.batch_size, "batch_size", min_val=1)
+        check_real(self.learning_rate, "learning_rate", min_val=0, include_boundaries="neither")
+        check_real(self.weight_decay, "weight_decay", min_val=0)
+        check_real(
+            self.validation_fraction, "validation_fraction", min_val=0, max_val=1,
+            include_boundaries="neither",
         )
-        check_scalar(self.n_iter_no_change, "n_iter_no_change", numbers.Integral, min_val=1)
-        check_scalar(self.max_log_scale, "max_log_scale", numbers.Real, min_val=0, include_boundaries="neither")
+        check_integer(self.n_iter_no_change, "n_iter_no_change", min_val=1)
+        check_real(self.max_log_scale, "max_log_scale", min_val=0, include_boundaries="neither")
 
     def _training_config(self, max_epochs=None):
         return TrainingConfig(
@@ -121,40 +136,44 @@ class BaseFlow(DensityMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         devices = resolve_devices(self.device)
 
-        self.mean_, self.scale_, self.input_matrix_, self.input_log_det_ = fit_affine_normalizer(
-            X, whiten=self.whiten
-        )
-        Z = (X - self.mean_) @ self.input_matrix_
         order = rng.permutation(X.shape[0])
         n_val = self._n_validation(X.shape[0])
-        Z_train, Z_val = Z[order[n_val:]], Z[order[:n_val]]
+        X_train, X_val = X[order[n_val:]], X[order[:n_val]]
+        # Drawn before the structure is chosen: a search whose winner is the
+        # default structure ends with exactly the CouplingFlow of its random_state.
+        init_seed, batch_seed = draw_seeds(rng, 2)
+        masks, hidden_layer_sizes = self._choose_structure(X_train, X_val, rng, devices)
 
-        masks = self._choose_masks(Z_train, Z_val, rng, devices)
-        config, init_seed, batch_seed = self._final_training_plan(masks, rng)
+        # Fitted on the training rows only: the validation rows stay unseen.
+        self.mean_, self.scale_, self.input_matrix_, self.input_log_det_ = fit_affine_normalizer(
+            X_train, whiten=self.whiten
+        )
+        config = replace(self._training_config(), hidden_layer_sizes=hidden_layer_sizes)
         result = fit_flows(
             masks[None],
-            Z_train,
-            Z_val,
+            self._normalize(X_train),
+            self._normalize(X_val),
             seeds=[init_seed],
             batch_seed=batch_seed,
             config=config,
             device=devices[0],
             epoch_callback=self._print_epoch if self.verbose >= self._epoch_verbose_level else None,
         )
-        self._store_result(masks, result, devices[0])
+        self._store_result(masks, hidden_layer_sizes, result, devices[0])
         return self
+
+    def _normalize(self, X):
+        return (X - self.mean_) @ self.input_matrix_
 
     # The verbose level from which the final training prints one line per epoch.
     _epoch_verbose_level = 1
 
-    def _choose_masks(self, Z_train, Z_val, rng, devices):
-        """Masks of the final flow, an (n_layers, n_features) bool array."""
-        raise NotImplementedError
+    def _choose_structure(self, X_train, X_val, rng, devices):
+        """``(masks, hidden_layer_sizes)`` of the final flow, from the raw training rows.
 
-    def _final_training_plan(self, masks, rng):
-        """``(config, init_seed, batch_seed)`` of the final flow's training."""
-        init_seed, batch_seed = draw_seeds(rng, 2)
-        return self._training_config(), init_seed, batch_seed
+        ``masks`` is an (n_layers, n_features) bool array.
+        """
+        raise NotImplementedError
 
     def _print_epoch(self, epoch, train_loss, validation_score):
         # Both in the original feature space, like score(): the training loss
@@ -165,7 +184,7 @@ class BaseFlow(DensityMixin, BaseEstimator):
             f"validation {validation_score[0] + self.input_log_det_:.4f}"
         )
 
-    def _store_result(self, masks, result, device):
+    def _store_result(self, masks, hidden_layer_sizes, result, device):
         if result.diverged[0]:
             if not np.isfinite(result.best_validation_score[0]):
                 raise ValueError(
@@ -179,6 +198,7 @@ class BaseFlow(DensityMixin, BaseEstimator):
                 RuntimeWarning,
             )
         self.masks_ = np.asarray(masks, dtype=bool)
+        self.hidden_layer_sizes_ = tuple(hidden_layer_sizes)
         # Kept in float64: a row scores the same to ~1e-15 whatever batch it is in.
         self.flow_ = result.module.double().to(device)
         self.device_ = str(device)
@@ -187,12 +207,10 @@ class BaseFlow(DensityMixin, BaseEstimator):
             result.validation_score[: result.n_epochs[0] + 1, 0].astype(np.float64)
             + self.input_log_det_
         )
-        self.best_validation_score_ = float(result.best_validation_score[0] + self.input_log_det_)
+        self.best_validation_score_ = float(np.float64(result.best_validation_score[0]) + self.input_log_det_)
         self.n_epochs_ = int(result.n_epochs[0])
         self.best_epoch_ = int(result.best_epoch[0])
-        self.n_parameters_ = effective_n_parameters(
-            self.masks_, self._training_config().hidden_layer_sizes, self.actnorm
-        )
+        self.n_parameters_ = effective_n_parameters(self.masks_, self.hidden_layer_sizes_, self.actnorm)
 
     # --- inference -----------------------------------------------------------------
 
@@ -201,7 +219,7 @@ class BaseFlow(DensityMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=np.float64)
         # Rows near the float64 limit can overflow here; they score -inf.
         with np.errstate(over="ignore", invalid="ignore"):
-            return (X - self.mean_) @ self.input_matrix_
+            return self._normalize(X)
 
     def score_samples(self, X):
         """Log-density of each row of ``X`` in the original feature space.

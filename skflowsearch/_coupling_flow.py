@@ -1,7 +1,7 @@
 """``CouplingFlow``: an affine coupling flow with fixed masks."""
 
 from ._base import BaseFlow
-from ._masks import make_masks
+from ._masks import check_hidden_layer_sizes, make_masks
 
 
 class CouplingFlow(BaseFlow):
@@ -162,5 +162,6 @@ class CouplingFlow(BaseFlow):
                 f"{self.device!r} (lists of devices are for StructureSearchFlow)."
             )
 
-    def _choose_masks(self, Z_train, Z_val, rng, devices):
-        return make_masks(self.masks, self.n_layers, Z_train.shape[1], rng)
+    def _choose_structure(self, X_train, X_val, rng, devices):
+        masks = make_masks(self.masks, self.n_layers, X_train.shape[1], rng)
+        return masks, check_hidden_layer_sizes(self.hidden_layer_sizes)

@@ -1,9 +1,9 @@
 """The (mu + lambda) evolutionary loop over coupling-mask genomes.
 
-The loop knows nothing about flows: fitness comes from ``evaluate`` and new
-genomes from the ``mate`` and ``mutate`` callables (by default those of
-:mod:`skflowsearch._operators`). Fitness is cached by
-:func:`~skflowsearch._operators.genome_key`, so no genome is evaluated twice.
+The loop knows nothing about flows: fitness comes from ``evaluate``, new
+genomes from the ``mate`` and ``mutate`` callables and their identity from
+``key``. Fitness is cached by key, so no genome is evaluated twice, and no
+child repeats its parent or an evaluated genome (it is redrawn).
 """
 
 import numbers
@@ -37,18 +37,20 @@ class SearchState:
     done: bool
 
 
-def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_generations,
-                   mate, mutate, rng, patience=None, max_time=None, callback=None,
-                   state=None, checkpoint=None):
+def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, n_generations,
+                   mate, mutate, rng, key=genome_key, patience=None, max_time=None,
+                   callback=None, state=None, checkpoint=None):
     """Run a (mu + lambda) search maximising ``evaluate``.
 
     Generation 0 evaluates ``population`` and keeps its best ``mu``. Each next
-    generation makes ``n_offspring`` children (crossover of two distinct
-    random parents with probability ``cxpb``, mutation of a random parent with
-    probability ``mutpb``, else a copy), evaluates the new ones and keeps the
-    best ``mu`` of parents and children. An offspring tying a parent ranks
-    before it, and a genome is selected at most once unless fewer than ``mu``
-    distinct genomes exist. The best fitness therefore never decreases.
+    generation makes up to ``n_offspring`` children (crossover of two distinct
+    random parents with probability ``cxpb``, else mutation of a random
+    parent; a child equal to a parent, to another child or to an evaluated
+    genome is redrawn, at most ``MAX_REDRAWS`` times, then dropped), evaluates
+    them and keeps the best ``mu`` of parents and children. An offspring tying
+    a parent ranks before it, and a genome is selected at most once unless
+    fewer than ``mu`` distinct genomes exist. The best fitness therefore never
+    decreases.
 
     Parameters
     ----------
@@ -58,15 +60,18 @@ def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_gene
         ``evaluate(genomes) -> ndarray`` of float fitness, one per genome,
         higher is better. Called at most once per generation, only with
         genomes never evaluated before, deduplicated, never with an empty
-        list. Non-finite values (``-inf`` for a failed candidate, but also
-        ``nan`` or ``+inf``) are stored as ``-inf``.
+        list. ``nan`` marks a candidate whose evaluation failed for a
+        transient reason (a lost worker, out of memory): it ranks last in its
+        generation and is not cached, so it may be evaluated again later.
+        Other non-finite values (``-inf`` for a diverged candidate, ``+inf``)
+        are cached as ``-inf``.
     mu : int
         Number of genomes kept each generation.
     n_offspring : int
         Children made each generation (lambda).
-    cxpb, mutpb : float
-        Probabilities of crossover and mutation, ``cxpb + mutpb <= 1``. With
-        a single parent, crossover falls back to mutation.
+    cxpb : float
+        Probability that a child is a crossover (else a mutation). With a
+        single parent, crossover falls back to mutation.
     n_generations : int
         Generations after generation 0.
     mate : callable
@@ -75,6 +80,9 @@ def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_gene
         ``mutate(genome, rng) -> genome``.
     rng : numpy.random.Generator
         The only source of randomness; equal seeds give equal runs.
+    key : callable, default=genome_key
+        ``key(genome) -> hashable``, equal for genomes that are the same
+        candidate.
     patience : int, optional
         Stop after this many consecutive generations without a strict
         improvement of the best fitness.
@@ -103,10 +111,11 @@ def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_gene
         ``n_evaluations``, ``n_failed``, ``best``, ``mean``, ``std``,
         ``worst`` and ``seconds``; mean and std are over finite fitness.
     evaluations : list of tuple
-        ``(genome, fitness)`` for every evaluated genome, in order.
+        ``(genome, fitness)`` for every evaluation, in order (``nan`` for a
+        transient failure, which may be followed by a later evaluation of
+        the same genome).
     """
-    _check_params(population, mu, n_offspring, cxpb, mutpb, n_generations, rng,
-                  patience, max_time)
+    _check_params(population, mu, n_offspring, cxpb, n_generations, rng, patience, max_time)
     if state is None:
         state = SearchState(generation=-1, parents=list(population), fitness=np.empty(0),
                             cache={}, evaluations=[], logbook=[], stall=0,
@@ -121,11 +130,11 @@ def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_gene
         if generation == 0:
             offspring = []
         else:
-            offspring = _vary(parents, n_offspring, cxpb, mutpb, mate, mutate, rng)
-        n_new, n_failed = _evaluate_new(offspring + parents, evaluate, cache, evaluations)
+            offspring = _vary(parents, n_offspring, cxpb, mate, mutate, rng, key, cache)
+        n_new, n_failed, _ = _evaluate_new(offspring + parents, evaluate, cache, evaluations, key)
         candidates = offspring + parents  # offspring first: they win ties
-        scores = np.array([cache[genome_key(g)] for g in candidates])
-        parents, fitness = _select(candidates, scores, mu)
+        scores = np.array([cache.get(key(g), -np.inf) for g in candidates])
+        parents, fitness = _select(candidates, scores, mu, key)
         record = _record(generation, n_new, n_failed, fitness, time.perf_counter() - tic)
         stall = stall + 1 if logbook and record["best"] <= logbook[-1]["best"] else 0
         logbook.append(record)
@@ -143,8 +152,7 @@ def mu_plus_lambda(population, evaluate, *, mu, n_offspring, cxpb, mutpb, n_gene
     return parents, fitness, logbook, evaluations
 
 
-def _check_params(population, mu, n_offspring, cxpb, mutpb, n_generations, rng,
-                  patience, max_time):
+def _check_params(population, mu, n_offspring, cxpb, n_generations, rng, patience, max_time):
     """Raise ``ValueError`` (``TypeError`` for ``rng``) on bad loop settings."""
     if len(population) == 0:
         raise ValueError("population must hold at least one genome.")
@@ -152,11 +160,8 @@ def _check_params(population, mu, n_offspring, cxpb, mutpb, n_generations, rng,
                              ("n_generations", n_generations, 0)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
-    for name, value in (("cxpb", cxpb), ("mutpb", mutpb)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
-    if cxpb + mutpb > 1.0 + 1e-12:
-        raise ValueError(f"cxpb + mutpb must be <= 1, got {cxpb} + {mutpb}.")
+    if not 0.0 <= cxpb <= 1.0:
+        raise ValueError(f"cxpb must be in [0, 1], got {cxpb!r}.")
     if patience is not None and (isinstance(patience, bool)
                                  or not isinstance(patience, numbers.Integral) or patience < 1):
         raise ValueError(f"patience must be None or an integer >= 1, got {patience!r}.")
@@ -166,49 +171,59 @@ def _check_params(population, mu, n_offspring, cxpb, mutpb, n_generations, rng,
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}.")
 
 
-def _vary(parents, n_offspring, cxpb, mutpb, mate, mutate, rng):
-    """Make ``n_offspring`` children by crossover, mutation or copy."""
+MAX_REDRAWS = 20
+
+
+def _vary(parents, n_offspring, cxpb, mate, mutate, rng, key, cache):
+    """Up to ``n_offspring`` new children by crossover or mutation, none seen before."""
+    seen = set(cache) | {key(p) for p in parents}
     children = []
     for _ in range(n_offspring):
-        u = rng.random()
-        if u < cxpb and len(parents) >= 2:
-            i, j = rng.choice(len(parents), size=2, replace=False)
-            children.append(mate(parents[i], parents[j], rng))
-        elif u < cxpb + mutpb:
-            children.append(mutate(parents[rng.integers(len(parents))], rng))
-        else:
-            children.append(parents[rng.integers(len(parents))].copy())
+        for _ in range(MAX_REDRAWS):
+            if rng.random() < cxpb and len(parents) >= 2:
+                i, j = rng.choice(len(parents), size=2, replace=False)
+                child = mate(parents[i], parents[j], rng)
+            else:
+                child = mutate(parents[rng.integers(len(parents))], rng)
+            if key(child) not in seen:
+                seen.add(key(child))
+                children.append(child)
+                break
     return children
 
 
-def _evaluate_new(genomes, evaluate, cache, evaluations):
-    """Evaluate the uncached genomes once each; return ``(n_new, n_failed)``."""
+def _evaluate_new(genomes, evaluate, cache, evaluations, key):
+    """Evaluate the uncached genomes once each; return ``(n_new, n_failed, n_transient)``.
+
+    Transient failures (``nan``) are not cached.
+    """
     new = {}
     for genome in genomes:
-        key = genome_key(genome)
-        if key not in cache and key not in new:
-            new[key] = genome
+        k = key(genome)
+        if k not in cache and k not in new:
+            new[k] = genome
     if not new:
-        return 0, 0
+        return 0, 0, 0
     values = np.asarray(evaluate(list(new.values())), dtype=float)
     if values.shape != (len(new),):
         raise ValueError(f"evaluate returned shape {values.shape} for {len(new)} genomes.")
-    failed = ~np.isfinite(values)
-    values = np.where(failed, -np.inf, values)
-    for (key, genome), value in zip(new.items(), values):
-        cache[key] = float(value)
-        evaluations.append((genome, float(value)))
-    return len(new), int(failed.sum())
+    transient = np.isnan(values)
+    values = np.where(np.isfinite(values) | transient, values, -np.inf)
+    for (k, genome), value, lost in zip(new.items(), values, transient):
+        evaluations.append((genome, float(value)))  # NaN stays NaN here: it was not evaluated
+        if not lost:
+            cache[k] = float(value)
+    return len(new), int(np.sum(~np.isfinite(values))), int(transient.sum())
 
 
-def _select(candidates, scores, mu):
+def _select(candidates, scores, mu, key):
     """Best ``mu`` by fitness (stable, so earlier candidates win ties), unique first."""
     order = np.argsort(-scores, kind="stable")
     seen, chosen, repeats = set(), [], []
     for i in order:
-        key = genome_key(candidates[i])
-        (repeats if key in seen else chosen).append(i)
-        seen.add(key)
+        k = key(candidates[i])
+        (repeats if k in seen else chosen).append(i)
+        seen.add(k)
     chosen = sorted((chosen + repeats)[:mu], key=lambda i: -scores[i])  # stable: keeps ties
     return [candidates[i] for i in chosen], scores[chosen]
 

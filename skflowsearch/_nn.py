@@ -34,6 +34,14 @@ class CouplingFlowStack(nn.Module):
         Put a data-initialised per-feature affine layer before every coupling.
     max_log_scale : float, default=3.0
         Bound of the soft clamp on the coupling log-scales.
+    layer_active : bool Tensor of shape (n_members, n_layers), optional
+        False makes a layer of a member the identity (its coupling and its
+        ActNorm), so members of one stack can differ in depth. All True by
+        default.
+    hidden_widths : int Tensor of shape (n_members, n_hidden_layers), optional
+        Live units of each hidden layer of a member's conditioners (at most
+        ``hidden_layer_sizes``); the other units are masked out, so members of
+        one stack can differ in width. Full widths by default.
 
     Notes
     -----
@@ -45,7 +53,8 @@ class CouplingFlowStack(nn.Module):
     tables).
     """
 
-    def __init__(self, masks, hidden_layer_sizes, seeds, *, actnorm=True, max_log_scale=3.0):
+    def __init__(self, masks, hidden_layer_sizes, seeds, *, actnorm=True, max_log_scale=3.0,
+                 layer_active=None, hidden_widths=None):
         super().__init__()
         masks = torch.as_tensor(masks, dtype=torch.bool)
         n_members, n_layers, n_features = masks.shape
@@ -66,6 +75,11 @@ class CouplingFlowStack(nn.Module):
             self.actnorm_log_scale = nn.Parameter(torch.zeros(n_members, n_layers, 1, n_features))
             self.actnorm_bias = nn.Parameter(torch.zeros(n_members, n_layers, 1, n_features))
         self.register_buffer("actnorm_initialized", torch.tensor(not self.actnorm))
+        # Depth and width masks, as float factors; None when every member is full size.
+        self.register_buffer("layer_gates", _layer_gates(layer_active, n_members, n_layers))
+        for i, gates in enumerate(_unit_gates(hidden_widths, n_members, n_layers, hidden_layer_sizes)):
+            self.register_buffer(f"unit_gates_{i}", gates)
+        self.n_hidden = len(hidden_layer_sizes)
         self._init_weights(seeds)
 
     @property
@@ -116,9 +130,16 @@ class CouplingFlowStack(nn.Module):
         """
         weights, biases = list(self.weights), list(self.biases)
         free = (1.0 - self.masks).repeat(1, 1, 2).unsqueeze(2)
+        if self.layer_gates is not None:  # an inactive layer is the identity
+            free = free * self.layer_gates
         weights[0] = weights[0] * self.masks.unsqueeze(-1)
         weights[-1] = weights[-1] * free
         biases[-1] = biases[-1] * free
+        for i in range(self.n_hidden):
+            units = getattr(self, f"unit_gates_{i}")
+            if units is not None:  # masked units output tanh(0) = 0
+                weights[i] = weights[i] * units
+                biases[i] = biases[i] * units
         last = len(weights) - 1
         for i in range(len(weights)):
             factor = 1.0
@@ -133,10 +154,16 @@ class CouplingFlowStack(nn.Module):
         weights = zip(*(w.unbind(1) for w in weights))
         biases = zip(*(b.unbind(1) for b in biases))
         if self.actnorm:
-            actnorm = zip(self.actnorm_log_scale.unbind(1), self.actnorm_bias.unbind(1))
+            actnorm = zip(*(p.unbind(1) for p in self._gated_actnorm()))
         else:
             actnorm = [None] * self.n_layers
         return list(zip(weights, biases, actnorm))
+
+    def _gated_actnorm(self):
+        """ActNorm log-scales and biases, zero (the identity) in inactive layers."""
+        if self.layer_gates is None:
+            return self.actnorm_log_scale, self.actnorm_bias
+        return self.actnorm_log_scale * self.layer_gates, self.actnorm_bias * self.layer_gates
 
     def _conditioner(self, h, weights, biases):
         """Log-scale and shift of a coupling layer from parameters of :meth:`_per_layer`.
@@ -212,12 +239,13 @@ class CouplingFlowStack(nn.Module):
         if bool(self.actnorm_initialized):
             return
         x = self._broadcast(x)
-        for weights, biases, (log_scale, bias) in self._per_layer():
+        for layer, (weights, biases, _) in enumerate(self._per_layer()):
             mean = x.mean(dim=1, keepdim=True)
             std = x.std(dim=1, keepdim=True).clamp_min(1e-6)
-            log_scale.copy_(-torch.log(std))  # views: this writes the parameters
-            bias.copy_(-mean / std)
-            x, _ = affine_forward(x, log_scale, bias)
+            self.actnorm_log_scale[:, layer] = -torch.log(std)
+            self.actnorm_bias[:, layer] = -mean / std
+            gated = [p[:, layer] for p in self._gated_actnorm()]
+            x, _ = affine_forward(x, *gated)
             x, _ = affine_forward(x, *self._conditioner(x, weights, biases))
         self.actnorm_initialized.fill_(True)
 
@@ -227,3 +255,52 @@ class CouplingFlowStack(nn.Module):
         for name, tensor in self.state_dict().items():
             state[name] = tensor if tensor.dim() == 0 else tensor[index]
         return state
+
+    @torch.no_grad()
+    def assign_state(self, state):
+        """Take every tensor of ``state``, whatever its member count.
+
+        Unlike :meth:`load_state_dict` this may change the number of members.
+        Parameters are replaced by new ones (autograd keeps the shape of a
+        leaf it has seen), so an optimizer must be rebuilt afterwards.
+        """
+        parameters = dict(self.named_parameters())
+        for name, value in state.items():
+            owner, _, attribute = name.rpartition(".")
+            module = self.get_submodule(owner)
+            value = value.to(self.masks.device)
+            if name in parameters:
+                setattr(module, attribute, nn.Parameter(value.clone()))
+            else:
+                setattr(module, attribute, value.clone())
+
+def _layer_gates(layer_active, n_members, n_layers):
+    if layer_active is None:
+        return None
+    active = torch.as_tensor(layer_active, dtype=torch.bool)
+    if active.shape != (n_members, n_layers):
+        raise ValueError(f"layer_active must have shape {(n_members, n_layers)}; got {tuple(active.shape)}")
+    if bool(active.all()):
+        return None
+    return active.to(torch.get_default_dtype()).view(n_members, n_layers, 1, 1)
+
+
+def _unit_gates(hidden_widths, n_members, n_layers, hidden_layer_sizes):
+    """One (n_members, n_layers, 1, width) 0/1 tensor per hidden layer, or None where all live."""
+    if hidden_widths is None:
+        return [None] * len(hidden_layer_sizes)
+    widths = torch.as_tensor(hidden_widths, dtype=torch.long)
+    if widths.shape != (n_members, len(hidden_layer_sizes)):
+        raise ValueError(
+            f"hidden_widths must have shape {(n_members, len(hidden_layer_sizes))}; got {tuple(widths.shape)}"
+        )
+    gates = []
+    for i, size in enumerate(hidden_layer_sizes):
+        if bool((widths[:, i] < 1).any()) or bool((widths[:, i] > size).any()):
+            raise ValueError(f"hidden_widths[:, {i}] must be in [1, {size}]; got {widths[:, i].tolist()}")
+        if bool((widths[:, i] == size).all()):
+            gates.append(None)
+            continue
+        live = (torch.arange(size) < widths[:, i, None]).to(torch.get_default_dtype())
+        gates.append(live.view(n_members, 1, 1, size).expand(n_members, n_layers, 1, size).contiguous())
+    return gates

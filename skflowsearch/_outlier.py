@@ -101,6 +101,8 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
             self.contamination, "contamination", Real,
             min_val=0, max_val=0.5, include_boundaries="right",
         )
+        if np.isnan(self.contamination):  # passes check_scalar's range comparisons
+            raise ValueError("contamination must be in (0, 0.5]; got nan.")
         if self.estimator is not None and not all(
             callable(getattr(self.estimator, method, None)) for method in ("fit", "score_samples")
         ):

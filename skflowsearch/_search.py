@@ -1,60 +1,106 @@
-"""Fitness of coupling-mask genomes: short training runs, grouped and parallel.
+"""Training candidate structures for the search: grouped, parallel, fault-tolerant.
 
-The fitness of a genome is the validation mean log-likelihood of a flow with
-those masks after a short training budget, minus an optional size penalty.
-It is a pure function of the genome and the search seed: a genome's weight
-seed is derived from its bits, and every candidate sees the same minibatch
-order. Results therefore do not depend on ``n_jobs`` or on worker order, and
-(to float rounding; bit for bit for most shapes) not on which
-other candidates share its group.
+Candidates (:class:`~skflowsearch._genome.Genome`) are trained in groups as
+one population-stacked model (see :mod:`skflowsearch._nn`): a group holds
+members of different depth and width at the size of the widest, with the
+rest masked out. joblib spreads the groups over worker processes and
+devices; workers receive masks and data, never live modules, and send back
+the log-density of every selection row under each member.
 
-Genomes are trained in groups as one population-stacked model (see
-:mod:`skflowsearch._nn`); joblib spreads the groups over worker processes and
-devices, and workers receive masks and data, never live modules.
+Every candidate of one training call starts from the same weight seed and
+sees the same minibatches (common random numbers), so candidates are
+compared paired, and a result depends only on the genomes and the seeds:
+not on ``n_jobs``, nor on worker order (the groups are cut the same way
+whatever ``n_jobs`` is).
 """
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 from sklearn.utils.parallel import Parallel, delayed
 
-from ._masks import effective_n_parameters
+from ._genome import hidden_sizes, n_parameters
 from ._training import fit_flows
 
+# Errors of our own code or of its use: they propagate instead of being taken
+# for a lost worker or a failed candidate.
+_PROGRAMMING_ERRORS = (
+    TypeError, ValueError, AttributeError, IndexError, KeyError, NameError,
+    AssertionError, NotImplementedError, ZeroDivisionError,
+)
 
-def genome_seed(search_seed, genome):
-    """Weight-initialisation seed of ``genome``, fixed for a search."""
-    genome = np.asarray(genome, dtype=bool)
-    words = [int(search_seed) % 2**32, *genome.shape, *np.packbits(genome).tolist()]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+@dataclass
+class GroupOutput:
+    """What a worker sends back for a group of candidates (numpy only)."""
+
+    selection_log_prob: np.ndarray  # (n_members, n_select)
+    diverged: np.ndarray  # (n_members,)
+    n_steps: np.ndarray  # (n_members,)
+    best_steps: np.ndarray  # (n_members,), steps of the restored weights
+    error: str = None  # set when the group could not be trained (transient)
 
 
-def _train_group(masks, Z_train, Z_val, seeds, batch_seed, config, device):
+def _train_group(structure, Z_train, Z_val, Z_select, seeds, batch_seed, config, device, budget):
     """Train one group of candidates; runs in a joblib worker.
 
-    Returns plain numpy data: the best validation score and divergence flag of
-    each member, or an error message when training raised.
+    Out of memory, the group is split in halves and each half trained alone;
+    a single candidate that does not fit comes back with ``error`` set.
     """
+    masks, active, widths = structure
     try:
         result = fit_flows(
-            masks, Z_train, Z_val, seeds=seeds, batch_seed=batch_seed, config=config, device=device
+            masks, Z_train, Z_val, seeds=seeds, batch_seed=batch_seed, config=config, device=device,
+            layer_active=active, hidden_widths=widths, X_select=Z_select, **budget,
         )
-    except (RuntimeError, ValueError, MemoryError) as exc:  # e.g. CUDA out of memory
+    except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
         n = len(masks)
-        return np.full(n, -np.inf), np.ones(n, dtype=bool), f"{type(exc).__name__}: {exc}"
-    return result.best_validation_score, result.diverged, None
+        if n == 1:
+            return GroupOutput(np.full((1, len(Z_select)), np.nan), np.zeros(1, dtype=bool),
+                               np.zeros(1, dtype=int), np.zeros(1, dtype=int),
+                               f"{type(exc).__name__}: {exc}")
+        halves = [slice(0, n // 2), slice(n // 2, n)]
+        parts = [
+            _train_group(tuple(a[h] for a in structure), Z_train, Z_val, Z_select, seeds[h],
+                         batch_seed, config, device, budget)
+            for h in halves
+        ]
+        return GroupOutput(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in
+              ("selection_log_prob", "diverged", "n_steps", "best_steps")),
+            error="; ".join(p.error for p in parts if p.error) or None,
+        )
+    per_epoch = result.n_steps // np.maximum(result.n_epochs, 1)
+    return GroupOutput(result.selection_log_prob, result.diverged, result.n_steps,
+                       result.best_epoch * per_epoch)
 
 
-class PopulationEvaluator:
-    """The ``evaluate`` callable handed to :func:`~skflowsearch._evolution.mu_plus_lambda`.
+@dataclass
+class Trained:
+    """Results of one :meth:`CandidateTrainer.train` call, shape (n_seeds, n_genomes, ...)."""
+
+    selection_log_prob: np.ndarray  # (n_seeds, n_genomes, n_select); NaN where training failed
+    diverged: np.ndarray
+    failed: np.ndarray  # transient failures (lost worker, out of memory)
+    n_steps: np.ndarray
+    best_steps: np.ndarray
+
+
+class CandidateTrainer:
+    """Trains genomes on the search's rows and scores them on its selection rows.
 
     Parameters
     ----------
     Z_train, Z_val : ndarray
-        Training and validation rows in the flow's input space.
+        Training and early-stopping rows in the flow's input space.
     config : TrainingConfig
-        With the fitness budget as ``max_epochs``.
-    search_seed, batch_seed : int
+        Of the widest candidate (``hidden_layer_sizes`` at full width).
+    width_choices : tuple of float
+        Fractions of ``config.hidden_layer_sizes``, indexed by ``Genome.width``.
     devices : list of torch.device
         Groups are assigned to them round-robin.
     n_jobs : int or None
@@ -62,84 +108,105 @@ class PopulationEvaluator:
         ray, ...) is respected.
     group_size : int
         At most this many candidates are trained together as one stacked
-        model; a generation is cut into the fewest such groups, of near-equal
-        size. The groups never depend on ``n_jobs``: a member's results can
-        differ in the last bits with the size of its stack (on some hardware
-        a kernel rounds the tail of a tensor differently), and the search must
-        give the same result whatever ``n_jobs`` is.
-    size_penalty : float
-        Subtracted from the fitness per effective parameter.
-    score_offset : float
-        Added to every finite fitness (the normalizer's log-determinant, so
-        fitness is a log-likelihood in the original feature space).
+        model; a call's genomes are cut into the fewest such groups, of
+        near-equal size, never depending on ``n_jobs``.
     train_group : callable, default=_train_group
-        The task run for each group; it must catch training errors itself.
-        Anything a parallel call raises is taken for a lost worker (a killed
-        process, a dead dask worker): those groups are run again one by one,
-        and a group that fails again gets the worst fitness.
+        The task run for each group. Anything a parallel call raises other
+        than an error of the code itself (``TypeError``, ``ValueError``, ...)
+        is taken for a lost worker (a killed process, a dead dask worker):
+        those groups are run again one by one, and a group lost again is
+        marked failed (transient), never cached as a bad candidate.
 
     Attributes
     ----------
     errors : list of str
-        Every training error and lost worker seen, in order.
+        Every transient failure seen, in order.
     """
 
-    def __init__(self, Z_train, Z_val, *, config, search_seed, batch_seed, devices, n_jobs,
-                 group_size, size_penalty, score_offset, train_group=_train_group):
+    def __init__(self, Z_train, Z_val, *, config, width_choices, devices, n_jobs,
+                 group_size, train_group=_train_group):
         self.Z_train = Z_train
         self.Z_val = Z_val
         self.config = config
-        self.search_seed = search_seed
-        self.batch_seed = batch_seed
+        self.width_choices = tuple(width_choices)
         self.devices = devices
         self.n_jobs = n_jobs
         self.group_size = group_size
-        self.size_penalty = size_penalty
-        self.score_offset = score_offset
         self.train_group = train_group
         self.errors = []
 
-    def __call__(self, genomes):
-        genomes = np.stack([np.asarray(g, dtype=bool) for g in genomes])
-        groups = self._groups(genomes)
-        tasks = [
-            delayed(self.train_group)(
-                group,
-                self.Z_train,
-                self.Z_val,
-                [genome_seed(self.search_seed, g) for g in group],
-                self.batch_seed,
-                self.config,
-                self.devices[i % len(self.devices)],
-            )
-            for i, group in enumerate(groups)
-        ]
+    def n_parameters(self, genome):
+        return n_parameters(genome, self.config.hidden_layer_sizes, self.width_choices, self.config.actnorm)
+
+    def train(self, genomes, seeds, Z_select, *, config=None, budget=None, rungs=None):
+        """Train every genome once for each ``(weight seed, minibatch seed)`` of ``seeds``.
+
+        All genomes of one seed pair start from the same weights and see the
+        same minibatches. The selection rows ``Z_select`` rank them (at the
+        rungs) and are scored row by row. ``budget`` holds the ``max_steps`` of
+        :func:`train_flows`; ``rungs`` is a function ``n_members -> rungs``
+        for successive halving inside each group. Returns a :class:`Trained`
+        whose arrays have a leading seed dimension.
+        """
+        config = self.config if config is None else config
+        groups = np.array_split(np.arange(len(genomes)), -(-len(genomes) // self.group_size))
+        tasks, sizes = [], []
+        for seed, batch_seed in seeds:
+            for group in groups:
+                members = [genomes[j] for j in group]
+                structure = (
+                    np.stack([g.masks for g in members]),
+                    np.stack([g.active for g in members]),
+                    np.array([hidden_sizes(config.hidden_layer_sizes, self.width_choices, g.width)
+                              for g in members]),
+                )
+                group_budget = dict(budget or {})
+                if rungs is not None:
+                    group_budget["rungs"] = rungs(len(members))
+                device = self.devices[len(tasks) % len(self.devices)]
+                tasks.append(delayed(self.train_group)(
+                    structure, self.Z_train, self.Z_val, Z_select,
+                    np.full(len(members), seed), batch_seed, config, device, group_budget,
+                ))
+                sizes.append(len(members))
         try:
             outputs = Parallel(n_jobs=self.n_jobs)(tasks)
-        except Exception as exc:  # a lost worker: training errors never get here
+        except _PROGRAMMING_ERRORS:
+            raise
+        except Exception as exc:  # a lost worker
             self._warn(f"a worker was lost ({type(exc).__name__}: {exc}); retrying its tasks one by one")
-            outputs = [self._retry(task, len(group)) for task, group in zip(tasks, groups)]
-        scores = np.concatenate([scores for scores, _, _ in outputs])
-        diverged = np.concatenate([diverged for _, diverged, _ in outputs])
-        for _, _, error in outputs:
-            if error is not None:
-                self._warn(f"a group of candidates failed and gets the worst fitness: {error}")
-        penalty = self.size_penalty * effective_n_parameters(
-            genomes, self.config.hidden_layer_sizes, self.config.actnorm
-        )
-        fitness = scores + self.score_offset - penalty
-        return np.where(diverged | ~np.isfinite(fitness), -np.inf, fitness)
+            outputs = [self._retry(task, size, len(Z_select)) for task, size in zip(tasks, sizes)]
+        for output in outputs:
+            if output.error is not None:
+                self._warn(f"candidates could not be trained and are retried later: {output.error}")
 
-    def _groups(self, genomes):
-        return np.array_split(genomes, -(-len(genomes) // self.group_size))
+        def gather(field):
+            values = np.concatenate([getattr(o, field) for o in outputs])
+            return values.reshape(len(seeds), len(genomes), *values.shape[1:])
 
-    def _retry(self, task, n_candidates):
+        rows = gather("selection_log_prob")
+        return Trained(rows, gather("diverged"), np.isnan(rows).any(axis=-1), gather("n_steps"),
+                       gather("best_steps"))
+
+    def _retry(self, task, n_candidates, n_select):
         try:
             return Parallel(n_jobs=self.n_jobs)([task])[0]
+        except _PROGRAMMING_ERRORS:
+            raise
         except Exception as exc:
-            error = f"worker lost twice ({type(exc).__name__}: {exc})"
-            return np.full(n_candidates, -np.inf), np.ones(n_candidates, dtype=bool), error
+            return GroupOutput(np.full((n_candidates, n_select), np.nan),
+                               np.zeros(n_candidates, dtype=bool), np.zeros(n_candidates, dtype=int),
+                               np.zeros(n_candidates, dtype=int),
+                               f"worker lost twice ({type(exc).__name__}: {exc})")
 
     def _warn(self, message):
         self.errors.append(message)
         warnings.warn(message, RuntimeWarning)
+
+
+def mean_scores(trained, offset=0.0):
+    """Mean selection log-likelihood of each genome: ``-inf`` if it diverged, NaN if it failed."""
+    with np.errstate(invalid="ignore"):
+        scores = trained.selection_log_prob.mean(axis=-1) + offset
+    scores = np.where(trained.diverged | ~np.isfinite(scores), -np.inf, scores)
+    return np.where(trained.failed, np.nan, scores)

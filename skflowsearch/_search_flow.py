@@ -1,5 +1,6 @@
-"""``StructureSearchFlow``: a coupling flow whose masks are found by evolution."""
+"""``StructureSearchFlow``: a coupling flow whose structure is found by evolution."""
 
+import math
 import numbers
 import os
 from functools import partial
@@ -8,106 +9,153 @@ import joblib
 import numpy as np
 from sklearn.utils import check_scalar
 
-from ._base import BaseFlow, draw_seeds
+from ._base import BaseFlow, check_integer, check_real, draw_seeds
 from ._evolution import mu_plus_lambda
-from ._masks import alternating_masks, random_masks
-from ._operators import crossover, genome_key, mutate, random_genome, repair
-from ._search import PopulationEvaluator, genome_seed
+from ._genome import Genome, crossover, hidden_sizes, initial_genomes, mutate, repair
+from ._preprocessing import fit_affine_normalizer
+from ._search import CandidateTrainer, mean_scores
+
+# The fitness budget never goes below this many optimizer steps.
+_MIN_FITNESS_STEPS = 30
+
+_PICK_RULES = ("best", "smallest")
 
 
 class StructureSearchFlow(BaseFlow):
-    """Affine coupling flow whose masks are searched by a (mu+lambda) evolution.
+    """Coupling flow whose masks, depth and width are searched by a (mu+lambda) evolution.
 
-    A genome is the flow's stack of masks, an ``(n_layers, n_features)``
-    boolean array. Its fitness is the validation log-likelihood of a flow with
-    those masks after ``fitness_epochs`` epochs (minus ``size_penalty`` per
-    effective parameter). The initial population holds the alternating masks
-    and random halves, the structures the search replaces, so with elitism the
-    search never ends below them on its own fitness; the rest are random
-    genomes. Each generation makes ``n_offspring`` children by crossover or
-    mutation, trains the new ones as population-stacked models, in parallel
-    with joblib, and keeps the best ``population_size`` of parents and
-    children. Finally the best masks are trained with the full budget.
+    A genome is a candidate flow: its ``(n_layers, n_features)`` masks, which
+    of its ``n_layers`` coupling layers are on (an inactive layer is the
+    identity) and the width of its conditioners (a fraction of
+    ``hidden_layer_sizes`` from ``width_choices``). The search runs in four
+    steps, on rows of their own:
 
-    Every genome keeps these invariants: each layer conditions on at least one
-    feature and transforms at least one, and (for ``n_layers >= 2``) every
-    feature is transformed in some layer.
+    1. *Rows*: the rows given to ``fit`` lose a ``validation_fraction`` that
+       early-stops every training (the split of :class:`CouplingFlow`); of
+       the rest, a ``selection_fraction`` becomes *selection rows*, which
+       never train or early-stop anything: half of them rank the
+       candidates of the evolution, the other half judge the race. The
+       others train the candidates (the search's normalizer is fitted on
+       those alone).
+    2. *Incumbent first*: the alternating masks (``CouplingFlow()``'s) train
+       with the full budget, once per race seed. The steps they needed to
+       reach their best validation score set the fitness budget
+       (``fitness_steps_``).
+    3. *Evolution at low fidelity*: the initial population holds the
+       alternating masks, data-driven masks (features split so that each
+       half depends on the other, by rank correlation), permuted
+       alternating masks, random halves, smaller variants and random
+       genomes. Each generation makes ``n_offspring`` children by crossover
+       or mutation (never a copy of a parent or of an evaluated genome).
+       All candidates start from the same weights and see the same
+       minibatches (common random numbers), so their comparison is paired.
+       A batch of children trains as one stacked model by successive
+       halving: every child gets ``1 / halving_factor`` of the fitness
+       budget, the best ``1 / halving_factor`` of the batch all of it;
+       finished children leave the stack. The fitness is the mean
+       log-likelihood of the ranking rows. The best ``population_size`` of
+       parents and children survive.
+    4. *Final race*: ``n_finalists`` genomes of the likelihood-size Pareto
+       front (the fittest, then the fittest at most half the incumbent's
+       size) train with the full budget under every race seed and are
+       compared row by row, paired, with the alternating masks on the race
+       rows. A challenger replaces the alternating masks only when it wins
+       by more than ``race_margin`` paired standard errors
+       (``pick="best"``); with ``pick="smallest"``, the smallest entry
+       within one standard error of that winner is taken.
+
+    The winner is then trained on all rows but the validation ones, exactly
+    as :class:`CouplingFlow` trains (same split and seeds): when the
+    alternating masks win, the result *is* ``CouplingFlow(random_state=...)``
+    with the same settings, so the default search does not end below it
+    unless a challenger beat it on rows it was not trained on.
 
     Parameters
     ----------
     n_layers : int, default=8
-        Number of coupling layers of every candidate.
+        Most coupling layers of a candidate (the alternating incumbent uses all).
     hidden_layer_sizes : tuple of int, default=(64, 64)
-        Hidden widths of each coupling layer's tanh MLP.
+        Hidden widths of each coupling layer's tanh MLP at full width.
     population_size : int, default=8
         Genomes kept each generation (mu).
     n_offspring : int, default=16
         Children made each generation (lambda).
-    n_generations : int, default=10
+    n_generations : int, default=3
         Generations after the initial one.
     crossover_proba : float, default=0.3
-        Probability that a child is a crossover of two parents (uniform per
-        layer or one-point over layers).
-    mutation_proba : float, default=0.6
-        Probability that a child is a mutation of one parent (bit flips, a
-        swap of a conditioning and a transformed feature, or a layer swap).
-        Otherwise a child copies a parent. ``crossover_proba +
-        mutation_proba`` must not exceed 1.
-    mutation_rate : float, default=0.1
-        Per-bit flip probability of the bit-flip mutation.
-    fitness_epochs : int, default=30
-        Training epochs of each candidate (early stopping applies too).
+        Probability that a child is a crossover of two parents (each layer
+        and the width from one of them); otherwise it is a mutation of one
+        parent: bit flips or a swap in the masks of the active layers, a
+        layer switched on or off, or a step to a neighbouring width.
+    mutation_rate : float or "auto", default="auto"
+        Per-bit flip probability of the bit-flip mutation (one bit is always
+        flipped). ``"auto"`` is one over the number of mask bits of the
+        active layers: one or two flips, a step rather than a restart.
+    width_choices : tuple of float, default=(0.25, 0.5, 1.0)
+        Conditioner widths a genome can take, as fractions in (0, 1] of
+        ``hidden_layer_sizes``; the full width (1.0, the alternating
+        incumbent's) is always one of them.
+    fitness_budget : float, default=0.3
+        Optimizer steps of a fully evaluated candidate, as a fraction of the
+        steps the alternating incumbent needed to reach its best validation
+        score (at least 30 steps).
+    halving_factor : int, default=3
+        Successive halving inside a batch of candidates: all get
+        ``1 / halving_factor`` of the fitness budget, the best
+        ``1 / halving_factor`` of them the rest. 1 trains all fully.
+    selection_fraction : float, default=0.2
+        Fraction of the non-validation rows held out to rank candidates.
+    n_finalists : int, default=2
+        Genomes of the evolution that race the alternating masks at the full
+        budget.
+    n_race_seeds : int, default=2
+        Weight and minibatch seeds each race entry is trained with; its
+        score per selection row is the mean over them.
+    race_margin : float, default=2.0
+        Paired standard errors by which a challenger must beat the
+        alternating masks on the race rows to replace them. A "win" carried
+        by a single row (one heavy-tailed row makes the mean difference about
+        one standard error, whatever its size) never clears 2.
+    pick : {"best", "smallest"}, default="best"
+        Final pick rule of the race: the best entry that beats the alternating
+        masks by ``race_margin`` standard errors (else the alternating
+        masks), or the smallest entry within one standard error of that one.
     size_penalty : float, default=0.0
-        Nats subtracted from a candidate's fitness per effective parameter,
-        to trade likelihood for smaller models.
-    patience : int or None, default=5
-        Stop when the best fitness has not improved for this many
-        generations.
+        Nats subtracted from a candidate's fitness (and race score) per
+        effective parameter.
+    patience : int or None, default=None
+        Stop the evolution when the best fitness has not improved for this
+        many generations.
     max_time : float or None, default=None
-        Stop after the generation during which this many seconds passed.
-    refit : bool, default=True
-        Train the best masks for up to ``max_epochs`` after the search. The
-        final training starts from the best candidate's initial weights and
-        minibatch order, so it continues the run that earned its fitness:
-        its validation score is at least ``best_score_`` (plus the size
-        penalty). If False, the final flow is the best candidate exactly as
-        it was trained for its fitness.
+        Stop the evolution after the generation during which this many
+        seconds passed (the incumbent, the race and the final training
+        come on top).
     n_candidates_per_batch : int, default=8
         Most candidates trained together as one stacked model (one joblib
-        task); each generation is cut into the fewest batches of near-equal
-        size (a generation of 10 as 5 + 5). Batches are the unit of
-        parallelism: with ``n_jobs=2``, a generation that fits in one batch
-        runs on one worker, so use ``n_candidates_per_batch=4`` for
-        ``population_size=8`` to keep two workers busy from the start. The
-        batches do not depend on ``n_jobs``, nor does the result.
+        task); a generation is cut into the fewest batches of near-equal
+        size. The batches do not depend on ``n_jobs``, nor does the result.
     callback : callable or None, default=None
         ``callback(record, population, fitness)`` after every generation,
         with ``record`` a row of ``search_history_``; returning True stops
-        the search.
+        the evolution (the race still runs).
     checkpoint : str, path-like or None, default=None
-        File where the search state (population, fitness cache, history and
-        random generator state) is written after every generation, atomically
-        (a temporary file renamed over the old one). A ``fit`` with the same
-        data, parameters and checkpoint resumes after the last completed
-        generation and ends with the same result as an uninterrupted run; a
-        checkpoint of another search raises ``ValueError``. If ``fit`` is
-        interrupted (Ctrl-C), it raises ``KeyboardInterrupt``, the estimator
-        is left unfitted and the checkpoint holds the last completed
-        generation. Resuming needs an int ``random_state`` (None draws new
-        seeds, hence another search). A search that ended (its generations
-        done, or stopped by ``patience``, ``max_time`` or the callback) is not
-        continued: fitting again returns its result; delete the file to
-        search again. A checkpoint belongs to one search: do not give one
-        path to the several fits of a cross-validation or grid search.
+        File where the search state (the incumbent's runs, population,
+        fitness cache, history and random generator state) is written after
+        the incumbent and after every generation, atomically. A ``fit`` with
+        the same data, parameters, device, package version and checkpoint
+        resumes after the last completed generation and ends with the same
+        result as an uninterrupted run; a checkpoint of another search
+        raises ``ValueError``. If ``fit`` is interrupted (Ctrl-C), it raises
+        ``KeyboardInterrupt`` and the estimator is left unfitted. Resuming
+        needs an int ``random_state``. A checkpoint belongs to one search:
+        do not give one path to the fits of a cross-validation. The race's
+        settings (``pick``, ``race_margin``, ``n_finalists``) are not part of
+        it: fitting again with other values reuses the incumbent and the
+        evolution, and only runs the race and the final training again.
     whiten, actnorm, max_log_scale, max_epochs, batch_size, learning_rate, \
-weight_decay, n_iter_no_change
-        As in :class:`CouplingFlow`.
-    validation_fraction : float, default=0.2
-        Fraction of the rows held out for early stopping and for measuring
-        every candidate's fitness. Larger than :class:`CouplingFlow`'s
-        default: the search picks the best of many candidates on this split,
-        and on a small one the pick is mostly noise (on breast cancer, 10%
-        gave a validation score 8 nats above the held-out one).
+weight_decay, validation_fraction, n_iter_no_change
+        As in :class:`CouplingFlow`; they apply to every training of the
+        search (the fitness runs stop earlier, at their budget).
     n_jobs : int or None, default=None
         Parallel training tasks, as in scikit-learn (None means 1 unless in a
         ``joblib.parallel_config`` context; -1 means all cores). Runs under
@@ -117,7 +165,7 @@ weight_decay, n_iter_no_change
         devices over which candidate batches are spread round-robin. The
         final flow lives on the first.
     random_state : int, RandomState instance or None, default=None
-        Seeds the split, the evolution, every candidate and the final flow.
+        Seeds the splits, the evolution, every candidate and the final flow.
         The result does not depend on ``n_jobs``.
     verbose : int, default=0
         1 shows a progress bar over generations (tqdm, if installed, else a
@@ -125,25 +173,35 @@ weight_decay, n_iter_no_change
 
     Attributes
     ----------
-    masks_ : ndarray of shape (n_layers, n_features), dtype=bool
-        The best masks found.
+    masks_ : ndarray of shape (n_active_layers, n_features), dtype=bool
+        The masks of the final flow (its active layers).
+    hidden_layer_sizes_ : tuple of int
+        Hidden widths of the final flow's conditioners.
     best_score_ : float
-        Fitness of ``masks_`` during the search (validation log-likelihood
-        in the original space, minus the size penalty).
-    population_ : ndarray of shape (n_population, n_layers, n_features)
-        The final population, best first: ``population_size`` distinct
-        genomes, unless the search met fewer (with few features and layers),
-        when there can be fewer rows, or repeated genomes.
-    population_scores_ : ndarray of shape (n_population,)
-        Its fitness.
+        Race score of the winner: mean log-likelihood of the race rows
+        (original space, mean over race seeds, minus the size penalty).
+    race_ : list of dict
+        One record per race entry (``entry``, ``n_layers``,
+        ``hidden_layer_sizes``, ``n_parameters``, ``score``,
+        ``difference`` and ``standard_error`` against the alternating masks,
+        ``chosen``); ``pandas.DataFrame(race_)`` makes a table of it.
     search_history_ : list of dict
         One record per generation (``generation``, ``n_evaluations``,
-        ``n_failed``, ``best``, ``mean``, ``std``, ``worst``, ``seconds``);
-        ``pandas.DataFrame(search_history_)`` makes a table of it.
+        ``n_failed``, ``best``, ``mean``, ``std``, ``worst``, ``seconds``).
     evaluated_masks_ : ndarray of shape (n_evaluations, n_layers, n_features)
-        Every genome trained during the search, in order.
+        Every genome of the evolution, in order: its masks (inactive layers
+        included) ...
+    evaluated_layers_ : ndarray of shape (n_evaluations, n_layers), dtype=bool
+        ... which layers are on ...
+    evaluated_hidden_layer_sizes_ : ndarray of shape (n_evaluations, n_hidden_layers)
+        ... its conditioners' hidden widths ...
+    evaluated_n_parameters_ : ndarray of shape (n_evaluations,)
+        ... its effective parameter count ...
     evaluated_scores_ : ndarray of shape (n_evaluations,)
-        Their fitness; ``-inf`` marks a candidate that diverged or failed.
+        ... and its fitness; ``-inf`` marks a candidate that diverged, NaN
+        one that could not be trained (a lost worker, out of memory).
+    fitness_steps_ : int
+        The fitness budget in optimizer steps.
     n_generations_ : int
         Generations run after the initial one.
     flow_, mean_, scale_, input_matrix_, input_log_det_, loss_curve_, \
@@ -162,10 +220,10 @@ n_parameters_, device_, n_features_in_, feature_names_in_
     >>> X = load_iris().data
     >>> search = StructureSearchFlow(n_layers=4, hidden_layer_sizes=(16,),
     ...                              population_size=4, n_offspring=4,
-    ...                              n_generations=2, fitness_epochs=5,
-    ...                              max_epochs=20, random_state=0).fit(X)
-    >>> search.masks_.shape
-    (4, 4)
+    ...                              n_generations=2, max_epochs=20,
+    ...                              random_state=0).fit(X)
+    >>> search.masks_.shape[1]
+    4
     >>> len(search.search_history_)
     3
     """
@@ -179,15 +237,20 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         *,
         population_size=8,
         n_offspring=16,
-        n_generations=10,
+        n_generations=3,
         crossover_proba=0.3,
-        mutation_proba=0.6,
-        mutation_rate=0.1,
-        fitness_epochs=30,
+        mutation_rate="auto",
+        width_choices=(0.25, 0.5, 1.0),
+        fitness_budget=0.3,
+        halving_factor=3,
+        selection_fraction=0.2,
+        n_finalists=2,
+        n_race_seeds=2,
+        race_margin=2.0,
+        pick="best",
         size_penalty=0.0,
-        patience=5,
+        patience=None,
         max_time=None,
-        refit=True,
         n_candidates_per_batch=8,
         callback=None,
         checkpoint=None,
@@ -198,7 +261,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         batch_size=128,
         learning_rate=1e-3,
         weight_decay=1e-5,
-        validation_fraction=0.2,
+        validation_fraction=0.1,
         n_iter_no_change=20,
         n_jobs=None,
         device="cpu",
@@ -211,13 +274,18 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.n_offspring = n_offspring
         self.n_generations = n_generations
         self.crossover_proba = crossover_proba
-        self.mutation_proba = mutation_proba
         self.mutation_rate = mutation_rate
-        self.fitness_epochs = fitness_epochs
+        self.width_choices = width_choices
+        self.fitness_budget = fitness_budget
+        self.halving_factor = halving_factor
+        self.selection_fraction = selection_fraction
+        self.n_finalists = n_finalists
+        self.n_race_seeds = n_race_seeds
+        self.race_margin = race_margin
+        self.pick = pick
         self.size_penalty = size_penalty
         self.patience = patience
         self.max_time = max_time
-        self.refit = refit
         self.n_candidates_per_batch = n_candidates_per_batch
         self.callback = callback
         self.checkpoint = checkpoint
@@ -235,127 +303,280 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.random_state = random_state
         self.verbose = verbose
 
+    # --- validation ----------------------------------------------------------------
+
     def _check_params(self):
         super()._check_params()
-        check_scalar(self.population_size, "population_size", numbers.Integral, min_val=1)
-        check_scalar(self.n_offspring, "n_offspring", numbers.Integral, min_val=1)
-        check_scalar(self.n_generations, "n_generations", numbers.Integral, min_val=0)
-        check_scalar(self.crossover_proba, "crossover_proba", numbers.Real, min_val=0, max_val=1)
-        check_scalar(self.mutation_proba, "mutation_proba", numbers.Real, min_val=0, max_val=1)
-        if self.crossover_proba + self.mutation_proba > 1:
-            raise ValueError(
-                "crossover_proba + mutation_proba must not exceed 1; got "
-                f"{self.crossover_proba} + {self.mutation_proba}."
-            )
-        check_scalar(self.mutation_rate, "mutation_rate", numbers.Real, min_val=0, max_val=1)
-        check_scalar(self.fitness_epochs, "fitness_epochs", numbers.Integral, min_val=1)
-        check_scalar(self.size_penalty, "size_penalty", numbers.Real, min_val=0)
+        check_integer(self.population_size, "population_size", min_val=1)
+        check_integer(self.n_offspring, "n_offspring", min_val=1)
+        check_integer(self.n_generations, "n_generations", min_val=0)
+        check_real(self.crossover_proba, "crossover_proba", min_val=0, max_val=1)
+        if not (isinstance(self.mutation_rate, str) and self.mutation_rate == "auto"):
+            check_real(self.mutation_rate, "mutation_rate", min_val=0, max_val=1)
+        choices = self.width_choices
+        if (not isinstance(choices, (tuple, list)) or not choices
+                or not all(isinstance(c, numbers.Real) and not isinstance(c, bool) and 0 < c <= 1
+                           for c in choices)):
+            raise ValueError(f"width_choices must be a non-empty tuple of numbers in (0, 1]; got {choices!r}.")
+        check_real(self.fitness_budget, "fitness_budget", min_val=0,
+                     include_boundaries="neither")
+        check_integer(self.halving_factor, "halving_factor", min_val=1)
+        check_real(self.selection_fraction, "selection_fraction", min_val=0, max_val=1,
+                     include_boundaries="neither")
+        check_integer(self.n_finalists, "n_finalists", min_val=0)
+        check_integer(self.n_race_seeds, "n_race_seeds", min_val=1)
+        check_real(self.race_margin, "race_margin", min_val=0)
+        if self.pick not in _PICK_RULES:
+            raise ValueError(f"pick must be one of {_PICK_RULES}; got {self.pick!r}.")
+        check_real(self.size_penalty, "size_penalty", min_val=0)
         if self.patience is not None:
-            check_scalar(self.patience, "patience", numbers.Integral, min_val=1)
+            check_integer(self.patience, "patience", min_val=1)
         if self.max_time is not None:
-            check_scalar(self.max_time, "max_time", numbers.Real, min_val=0)
-        check_scalar(self.n_candidates_per_batch, "n_candidates_per_batch", numbers.Integral, min_val=1)
+            check_scalar(self.max_time, "max_time", numbers.Real, min_val=0)  # inf: no limit
+            if np.isnan(self.max_time):
+                raise ValueError("max_time must be None or a number >= 0; got nan.")
+        check_integer(self.n_candidates_per_batch, "n_candidates_per_batch", min_val=1)
         if self.n_jobs is not None:
-            check_scalar(self.n_jobs, "n_jobs", numbers.Integral)
+            check_integer(self.n_jobs, "n_jobs")
             if self.n_jobs == 0:
                 raise ValueError("n_jobs == 0 has no meaning; use None, a positive int or -1.")
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable or None; got {self.callback!r}.")
         if self.checkpoint is not None:
+            if not isinstance(self.checkpoint, (str, os.PathLike)) or not os.fspath(self.checkpoint):
+                raise ValueError(f"checkpoint must be None or a file path; got {self.checkpoint!r}.")
             directory = os.path.dirname(os.path.abspath(self.checkpoint))
             if not os.path.isdir(directory):
                 raise ValueError(
                     f"the directory of checkpoint={os.fspath(self.checkpoint)!r} does not exist."
                 )
 
-    def _initial_population(self, n_features, rng):
-        """Alternating masks, random halves and random genomes, without duplicates."""
-        n_layers = self.n_layers
-        population = [alternating_masks(n_layers, n_features)]
-        if n_layers >= 2:
-            population.append(~population[0])
-        n_random_halves = max(1, (self.population_size - len(population)) // 2)
-        halves = np.random.RandomState(rng.integers(2**32))
-        population += [
-            repair(random_masks(n_layers, n_features, halves), rng) for _ in range(n_random_halves)
-        ]
-        while len(population) < self.population_size:
-            population.append(random_genome(n_layers, n_features, rng))
-        unique = {genome_key(g): g for g in population}
-        return list(unique.values())
+    def _split_selection(self, X_train, rng):
+        """``(X_fit, X_rank, X_race)``: rows that train candidates, rank them, and judge the race.
 
-    def _choose_masks(self, Z_train, Z_val, rng, devices):
-        search_seed, batch_seed, evolution_seed = draw_seeds(rng, 3)
-        self._search_seeds = (search_seed, batch_seed)
-        evolution_rng = np.random.default_rng(evolution_seed)
-        evaluator = PopulationEvaluator(
-            Z_train,
-            Z_val,
-            config=self._training_config(max_epochs=self.fitness_epochs),
-            search_seed=search_seed,
-            batch_seed=batch_seed,
-            devices=devices,
-            n_jobs=self.n_jobs,
-            group_size=self.n_candidates_per_batch,
-            size_penalty=self.size_penalty,
-            score_offset=self.input_log_det_,
+        The selection rows are split in halves: the evolution ranks on the
+        first, the race on the second, so that the race is not judged on
+        the rows its finalists were chosen for.
+        """
+        n = X_train.shape[0]
+        n_select = max(2, int(round(self.selection_fraction * n)))
+        if n - n_select < 2 or (self.whiten and n - n_select <= X_train.shape[1]):
+            need = "more rows than features" if self.whiten else "2 rows"
+            raise ValueError(
+                f"the search trains its candidates on {n - n_select} rows ({n} training rows minus "
+                f"{n_select} selection rows, selection_fraction={self.selection_fraction}); it needs "
+                f"{need}. Pass more rows, a smaller selection_fraction or validation_fraction"
+                + (", or whiten=False." if self.whiten else ".")
+            )
+        order = rng.permutation(n)
+        n_rank = n_select // 2
+        return X_train[order[n_select:]], X_train[order[:n_rank]], X_train[order[n_rank:n_select]]
+
+    # --- the search ----------------------------------------------------------------
+
+    def _choose_structure(self, X_train, X_val, rng, devices):
+        (seed,) = draw_seeds(rng, 1)
+        search_rng = np.random.default_rng(seed)
+        X_fit, X_rank, X_race = self._split_selection(X_train, search_rng)
+        mean, _, matrix, log_det = fit_affine_normalizer(X_fit, whiten=self.whiten)
+        Z_fit, Z_val, Z_rank, Z_race = ((A - mean) @ matrix for A in (X_fit, X_val, X_rank, X_race))
+        seeds = [int(s) for s in search_rng.integers(0, 2**62, size=2 * (1 + self.n_race_seeds))]
+        fitness_seeds, race_seeds = [tuple(seeds[:2])], list(zip(seeds[2::2], seeds[3::2]))
+        evolution_rng = np.random.default_rng(search_rng.integers(2**63))
+
+        widths = _width_choices(self.width_choices)
+        config = self._training_config()
+        trainer = CandidateTrainer(
+            Z_fit, Z_val, config=config, width_choices=widths, devices=devices,
+            n_jobs=self.n_jobs, group_size=self.n_candidates_per_batch,
         )
-        fingerprint = self._search_fingerprint(Z_train, Z_val, search_seed, batch_seed, evolution_seed)
+        population = initial_genomes(X_fit, self.n_layers, len(widths), self.population_size,
+                                     evolution_rng)
+        incumbents = population[:1]  # the alternating masks
+        fingerprint = self._search_fingerprint(Z_fit, Z_val, Z_rank, Z_race, seed, [str(d) for d in devices])
+        saved = _load_checkpoint(self.checkpoint, fingerprint) or {}
+        incumbent_runs = saved.get("incumbents")
+        if incumbent_runs is None:
+            incumbent_runs = trainer.train(incumbents, race_seeds, Z_race)
+        save = self.checkpoint and partial(_save_checkpoint, self.checkpoint, fingerprint, incumbent_runs)
+        if save and "incumbents" not in saved:
+            save(None)
+        self.fitness_steps_ = self._fitness_steps(incumbent_runs)
+
+        def penalty(genomes):
+            return self.size_penalty * np.array([trainer.n_parameters(g) for g in genomes])
+
+        def evaluate(genomes):
+            trained = trainer.train(genomes, fitness_seeds, Z_rank,
+                                    budget={"max_steps": self.fitness_steps_}, rungs=self._rungs)
+            return mean_scores(trained, log_det)[0] - penalty(genomes)
+
         progress = _Progress(self.n_generations + 1, self.verbose, self.callback)
         try:
-            population, fitness, history, evaluations = mu_plus_lambda(
-                self._initial_population(Z_train.shape[1], evolution_rng),
-                evaluator,
-                mu=self.population_size,
-                n_offspring=self.n_offspring,
-                cxpb=self.crossover_proba,
-                mutpb=self.mutation_proba,
-                n_generations=self.n_generations,
-                mate=crossover,
-                mutate=partial(mutate, rate=self.mutation_rate),
-                rng=evolution_rng,
-                patience=self.patience,
-                max_time=self.max_time,
-                callback=progress,
-                state=_load_checkpoint(self.checkpoint, fingerprint),
-                checkpoint=self.checkpoint and partial(_save_checkpoint, self.checkpoint, fingerprint),
+            _, _, history, evaluations = mu_plus_lambda(
+                population, evaluate,
+                mu=self.population_size, n_offspring=self.n_offspring, cxpb=self.crossover_proba,
+                n_generations=self.n_generations, mate=crossover,
+                mutate=partial(_mutate, rate=self.mutation_rate, n_widths=len(widths)),
+                rng=evolution_rng, key=Genome.key, patience=self.patience, max_time=self.max_time,
+                callback=progress, state=saved.get("evolution"), checkpoint=save or None,
             )
         finally:
             progress.close()
-        if not np.isfinite(fitness[0]):
-            errors = f" (first errors: {evaluator.errors[:3]})" if evaluator.errors else ""
-            raise ValueError(
-                "every candidate of the search diverged (NaN or inf loss or validation "
-                f"score) or failed{errors}. Try a lower learning_rate or max_log_scale."
-            )
-        self.population_ = np.stack(population)
-        self.population_scores_ = np.asarray(fitness, dtype=float)
+
+        finalists = self._finalists(evaluations, incumbents, trainer)
+        rows = incumbent_runs.selection_log_prob
+        if finalists:
+            finalist_runs = trainer.train(finalists, race_seeds, Z_race)
+            runs = [incumbent_runs, finalist_runs]
+            rows = np.concatenate([r.selection_log_prob for r in runs], axis=1)
+            bad = np.concatenate([r.diverged | r.failed for r in runs], axis=1).any(axis=0)
+        else:
+            bad = (incumbent_runs.diverged | incumbent_runs.failed).any(axis=0)
+        entries = incumbents + finalists
+        names = ["alternating"] + [f"finalist {i + 1}" for i in range(len(finalists))]
+        winner = self._race(entries, rows, bad, penalty(entries), log_det, names, trainer)
+
         self.search_history_ = history
-        self.evaluated_masks_ = np.stack([genome for genome, _ in evaluations])
+        self.evaluated_masks_ = np.stack([g.masks for g, _ in evaluations])
+        self.evaluated_layers_ = np.stack([g.active for g, _ in evaluations])
+        self.evaluated_hidden_layer_sizes_ = np.array(
+            [hidden_sizes(config.hidden_layer_sizes, widths, g.width) for g, _ in evaluations]
+        )
+        self.evaluated_n_parameters_ = np.array([trainer.n_parameters(g) for g, _ in evaluations])
         self.evaluated_scores_ = np.array([score for _, score in evaluations], dtype=float)
-        self.best_score_ = float(fitness[0])
         self.n_generations_ = len(history) - 1
-        return self.population_[0]
+        return winner.real_masks(), hidden_sizes(config.hidden_layer_sizes, widths, winner.width)
 
-    def _search_fingerprint(self, Z_train, Z_val, *seeds):
-        """Hash of everything the search result depends on, to match checkpoints."""
-        ignored = {"n_jobs", "device", "verbose", "callback", "checkpoint", "max_time"}
+    def _finalists(self, evaluations, incumbents, trainer):
+        """Up to ``n_finalists`` genomes of the likelihood-size Pareto front, for the race.
+
+        The fittest genome, then the fittest of those at most half the size
+        of the alternating masks (so that the race always weighs a smaller
+        model), then the rest of the front and the next fittest genomes.
+        """
+        known = {g.key() for g in incumbents}
+        candidates = {}
+        for genome, score in evaluations:
+            if np.isfinite(score) and genome.key() not in known:
+                candidates[genome.key()] = (genome, score)
+        ranked = sorted(candidates.values(), key=lambda item: -item[1])  # stable: first seen wins ties
+        sizes = [trainer.n_parameters(g) for g, _ in ranked]
+        front, smallest = [], np.inf
+        for i, size in enumerate(sizes):  # by falling fitness: on the front when smaller than all fitter
+            if size < smallest:
+                front.append(i)
+                smallest = size
+        half = trainer.n_parameters(incumbents[0]) / 2
+        order = front[:1] + [i for i in front if sizes[i] <= half][:1] + front + list(range(len(ranked)))
+        chosen = list(dict.fromkeys(order))[: self.n_finalists]
+        return [ranked[i][0] for i in chosen]
+
+    def _fitness_steps(self, incumbent_runs):
+        """The fitness budget: a fraction of the steps alternating masks took to their best.
+
+        At least ``_MIN_FITNESS_STEPS``, unless the incumbent's whole run was shorter.
+        """
+        ok = ~(incumbent_runs.failed[:, 0] | incumbent_runs.diverged[:, 0])
+        if not ok.any():
+            return _MIN_FITNESS_STEPS
+        best = float(np.mean(incumbent_runs.best_steps[ok, 0]))
+        floor = min(_MIN_FITNESS_STEPS, float(np.mean(incumbent_runs.n_steps[ok, 0])))
+        return max(1, int(math.ceil(max(floor, self.fitness_budget * best))))
+
+    def _rungs(self, n_members):
+        """Successive halving inside a batch: everyone gets a share, the best go on."""
+        if self.halving_factor <= 1 or n_members <= 1:
+            return ()
+        keep = max(1, -(-n_members // self.halving_factor))
+        return ((max(1, self.fitness_steps_ // self.halving_factor), keep),)
+
+    def _race(self, entries, rows, bad, penalty, offset, names, trainer):
+        """Pick the final genome from the race rows; fills ``race_`` and ``best_score_``."""
+        per_row = rows.mean(axis=0)  # (n_entries, n_select), mean over race seeds
+        per_row = per_row - penalty[:, None]
+        per_row[bad] = -np.inf
+        if bad[0]:
+            # The reference itself failed: compare with the first entry that trained.
+            reference = int(np.flatnonzero(~bad)[0]) if (~bad).any() else 0
+        else:
+            reference = 0
+        difference, error = _paired(per_row, per_row[reference])
+        qualified = (difference > self.race_margin * error) | (np.arange(len(entries)) == reference)
+        qualified &= ~bad
+        if not qualified.any():
+            raise ValueError(
+                "every run of the search diverged (NaN or inf loss or validation score) or "
+                "failed" + (f" (first errors: {trainer.errors[:3]})" if trainer.errors else "")
+                + ". Try a lower learning_rate or max_log_scale."
+            )
+        best = int(np.argmax(np.where(qualified, difference, -np.inf)))
+        chosen = best
+        if self.pick == "smallest":
+            against_best, error_best = _paired(per_row, per_row[best])
+            close = ~bad & (against_best >= -error_best)
+            sizes = np.array([trainer.n_parameters(g) for g in entries])
+            chosen = int(np.flatnonzero(close)[np.argmin(sizes[close])])
+        scores = per_row.mean(axis=1) + offset
+        self.best_score_ = float(scores[chosen])
+        self.race_ = [
+            {
+                "entry": name,
+                "n_layers": g.n_active,
+                "hidden_layer_sizes": hidden_sizes(trainer.config.hidden_layer_sizes,
+                                                   trainer.width_choices, g.width),
+                "n_parameters": int(trainer.n_parameters(g)),
+                "score": float(score),
+                "difference": float(d),
+                "standard_error": float(e),
+                "chosen": i == chosen,
+            }
+            for i, (name, g, score, d, e) in enumerate(zip(names, entries, scores, difference, error))
+        ]
+        return entries[chosen]
+
+    def _search_fingerprint(self, *data):
+        """Hash of everything the search result depends on, to match checkpoints.
+
+        ``data`` holds the rows, the seed and the resolved devices.
+        """
+        from . import __version__
+
+        # The race's own settings are left out: a finished search can be raced
+        # again from its checkpoint with another pick rule, margin or field.
+        ignored = {"n_jobs", "verbose", "callback", "checkpoint", "max_time",
+                   "pick", "race_margin", "n_finalists"}
         params = {k: v for k, v in self.get_params().items() if k not in ignored}
-        return joblib.hash((Z_train, Z_val, seeds, sorted(params.items(), key=str)))
-
-    def _final_training_plan(self, masks, rng):
-        # The best candidate's own weight seed and minibatch order: the final
-        # training replays its fitness run and, with refit, goes on from it.
-        search_seed, batch_seed = self._search_seeds
-        max_epochs = self.max_epochs if self.refit else self.fitness_epochs
-        return self._training_config(max_epochs=max_epochs), genome_seed(search_seed, masks), batch_seed
+        return joblib.hash((data, __version__, sorted(params.items(), key=str)))
 
 
-_CHECKPOINT_FORMAT = 1
+def _width_choices(width_choices):
+    """The width fractions, narrowest first, with the full width (the incumbent's) among them."""
+    return tuple(sorted({float(w) for w in width_choices} | {1.0}))
+
+
+def _mutate(genome, rng, *, rate, n_widths):
+    if rate == "auto":
+        rate = 1.0 / genome.real_masks().size
+    return mutate(genome, rng, rate=rate, n_widths=n_widths)
+
+
+def _paired(per_row, reference):
+    """Mean paired difference of each entry to ``reference`` over rows, and its standard error."""
+    with np.errstate(invalid="ignore"):
+        difference = per_row - reference
+        mean = difference.mean(axis=1)
+        n = per_row.shape[1]
+        error = difference.std(axis=1, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(len(per_row))
+    mean = np.where(np.isfinite(mean), mean, -np.inf)
+    return mean, np.where(np.isfinite(error), error, np.inf)
+
+
+_CHECKPOINT_FORMAT = 2
 
 
 def _load_checkpoint(path, fingerprint):
-    """The saved :class:`SearchState`, or None when there is no checkpoint yet."""
+    """The saved search state (a dict), or None when there is no checkpoint yet."""
     if path is None or not os.path.exists(path):
         return None
     try:
@@ -375,9 +596,14 @@ def _load_checkpoint(path, fingerprint):
     return saved["state"]
 
 
-def _save_checkpoint(path, fingerprint, state):
-    """Write ``state`` to ``path`` atomically: a crash leaves the old file or the new one."""
+def _save_checkpoint(path, fingerprint, incumbents, evolution):
+    """Write the state to ``path`` atomically: a crash leaves the old file or the new one.
+
+    ``incumbents`` are the incumbents' runs, ``evolution`` the
+    :class:`~skflowsearch._evolution.SearchState` (None before generation 0).
+    """
     temporary = f"{os.fspath(path)}.{os.getpid()}.tmp"
+    state = {"incumbents": incumbents, "evolution": evolution}
     joblib.dump({"format": _CHECKPOINT_FORMAT, "fingerprint": fingerprint, "state": state}, temporary)
     os.replace(temporary, path)
 

@@ -8,6 +8,7 @@ result does not depend on the others it was trained with (up to floating-point
 rounding).
 """
 
+import copy
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -79,8 +80,13 @@ class TrainingResult:
         Epoch of the restored weights (0 = the initial ones).
     n_epochs : ndarray of shape (n_members,)
         Epochs each member was trained for.
+    n_steps : ndarray of shape (n_members,)
+        Optimizer steps each member was trained for.
     diverged : ndarray of shape (n_members,)
         True where the training loss or validation score became NaN or inf.
+    selection_log_prob : ndarray of shape (n_members, n_select) or None
+        Log-density (float64) of every selection row under each member's
+        restored weights, when selection rows were given.
     seconds : float
         Wall time of the training loop.
     """
@@ -91,16 +97,23 @@ class TrainingResult:
     best_validation_score: np.ndarray
     best_epoch: np.ndarray
     n_epochs: np.ndarray
+    n_steps: np.ndarray
     diverged: np.ndarray
+    selection_log_prob: object
     seconds: float
 
 
 def mean_log_prob(module, X):
     """Mean log-likelihood of rows ``X`` under each member, shape (n_members,)."""
-    total = torch.zeros(module.n_members, dtype=X.dtype, device=X.device)
-    for start in range(0, X.shape[0], _EVAL_CHUNK):
-        total += module.log_prob(X[start : start + _EVAL_CHUNK]).sum(dim=1)
-    return total / X.shape[0]
+    return log_prob_rows(module, X).mean(dim=1)
+
+
+def log_prob_rows(module, X):
+    """Log-density of every row of ``X`` under each member, shape (n_members, n_rows)."""
+    return torch.cat(
+        [module.log_prob(X[start : start + _EVAL_CHUNK]) for start in range(0, X.shape[0], _EVAL_CHUNK)],
+        dim=1,
+    )
 
 
 def _clip_grad_norm_per_member(grads, max_norm):
@@ -116,7 +129,8 @@ def _clip_grad_norm_per_member(grads, max_norm):
     torch._foreach_mul_(grads, [scale.view(-1, *([1] * (g.dim() - 1))) for g in grads])
 
 
-def fit_flows(masks, X_train, X_val, *, seeds, batch_seed, config, device, epoch_callback=None):
+def fit_flows(masks, X_train, X_val, *, seeds, batch_seed, config, device, epoch_callback=None,
+              layer_active=None, hidden_widths=None, **budget):
     """Build a :class:`CouplingFlowStack` for ``masks`` and train it.
 
     Parameters
@@ -132,6 +146,10 @@ def fit_flows(masks, X_train, X_val, *, seeds, batch_seed, config, device, epoch
         On the CPU, training runs with ``CPU_THREADS`` torch threads.
     epoch_callback : callable, optional
         See :func:`train_flows`.
+    layer_active, hidden_widths : array-like, optional
+        Depth and width of each member, see :class:`CouplingFlowStack`.
+    **budget
+        ``X_select``, ``max_steps`` and ``rungs`` of :func:`train_flows`.
 
     Returns
     -------
@@ -143,18 +161,10 @@ def fit_flows(masks, X_train, X_val, *, seeds, batch_seed, config, device, epoch
         seeds,
         actnorm=config.actnorm,
         max_log_scale=config.max_log_scale,
+        layer_active=layer_active,
+        hidden_widths=hidden_widths,
     )
-    if torch.device(device).type == "cpu":
-        with torch_threads(CPU_THREADS):
-            return _train(module, X_train, X_val, batch_seed, config, device, epoch_callback)
-    return _train(module, X_train, X_val, batch_seed, config, device, epoch_callback)
-
-
-def _train(module, X_train, X_val, batch_seed, config, device, epoch_callback):
-    return train_flows(
-        module,
-        X_train,
-        X_val,
+    kwargs = dict(
         max_epochs=config.max_epochs,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
@@ -165,7 +175,17 @@ def _train(module, X_train, X_val, batch_seed, config, device, epoch_callback):
         batch_seed=batch_seed,
         device=device,
         epoch_callback=epoch_callback,
+        **budget,
     )
+    if torch.device(device).type == "cpu":
+        with torch_threads(CPU_THREADS):
+            return train_flows(module, X_train, X_val, **kwargs)
+    return train_flows(module, X_train, X_val, **kwargs)
+
+
+def steps_per_epoch(n_train, batch_size):
+    """Optimizer steps in one pass over ``n_train`` rows (the last short batch is dropped)."""
+    return n_train // min(int(batch_size), n_train)
 
 
 def train_flows(
@@ -183,8 +203,15 @@ def train_flows(
     batch_seed,
     device,
     epoch_callback=None,
+    X_select=None,
+    max_steps=None,
+    rungs=(),
 ):
     """Train every member of ``module`` on the same minibatches.
+
+    Members that stop (early stopping, divergence, the step budget or a rung)
+    are dropped from the stack, so the others train at the cost of the
+    smaller stack; their restored weights are kept.
 
     Parameters
     ----------
@@ -208,6 +235,18 @@ def train_flows(
     epoch_callback : callable, optional
         Called as ``epoch_callback(epoch, train_loss, validation_score)`` with
         numpy arrays of shape (n_members,) after each epoch.
+    X_select : ndarray of shape (n_select, n_features), optional
+        Selection rows: they rank the members at the ``rungs`` and are scored
+        row by row under the restored weights (``selection_log_prob``). They
+        never early-stop.
+    max_steps : int, optional
+        Stop every member after the epoch in which it reached this many
+        optimizer steps.
+    rungs : sequence of (int, int)
+        Successive halving: ``(steps, n_keep)`` keeps, after the epoch in
+        which the members reached ``steps`` optimizer steps, only the
+        ``n_keep`` best of those still training (by mean log-likelihood of
+        ``X_select``, else of ``X_val``; ties go to the lower index).
 
     Returns
     -------
@@ -218,8 +257,13 @@ def train_flows(
     module.to(device)
     X_train = torch.tensor(np.asarray(X_train), dtype=dtype, device=device)
     X_val = torch.tensor(np.asarray(X_val), dtype=dtype, device=device)
+    X_rank = X_val if X_select is None else torch.tensor(np.asarray(X_select), dtype=dtype, device=device)
     n_train, n_members = X_train.shape[0], module.n_members
     batch_size = min(int(batch_size), n_train)
+    per_epoch = steps_per_epoch(n_train, batch_size)
+    if max_steps is not None:
+        max_epochs = min(int(max_epochs), -(-int(max_steps) // per_epoch))
+    rungs = sorted((-(-int(steps) // per_epoch), int(keep)) for steps, keep in rungs)
 
     module.initialize_actnorm(X_train[:4096])
     parameters = list(module.parameters())
@@ -229,20 +273,26 @@ def train_flows(
 
     with torch.no_grad():
         best_score = mean_log_prob(module, X_val)
-    best_state = {k: v.clone() for k, v in module.state_dict().items()}
+    best_state = {k: v.clone() for k, v in module.state_dict().items() if v.dim() > 0}
     active = torch.isfinite(best_score)
     diverged = ~active
     best_score = torch.where(active, best_score, torch.full_like(best_score, -torch.inf))
     best_epoch = torch.zeros(n_members, dtype=torch.long, device=device)
     n_epochs = torch.zeros(n_members, dtype=torch.long, device=device)
     train_losses, val_scores = [], [best_score.cpu().numpy()]
+    members = torch.arange(n_members, device=device)  # the members still in the stack
 
     for epoch in range(1, max_epochs + 1):
         if not bool(active.any()):
             break
+        if not bool(active[members].all()):
+            keep = torch.nonzero(active[members]).flatten()
+            optimizer = _keep_members(module, optimizer, keep)
+            parameters = list(module.parameters())
+            members = members[keep]
         module.train()
         order = torch.randperm(n_train, generator=generator).to(device)
-        epoch_loss = torch.zeros(n_members, dtype=dtype, device=device)
+        epoch_loss = torch.zeros(len(members), dtype=dtype, device=device)
         for begin in range(0, n_train - batch_size + 1, batch_size):
             # Drop the last incomplete batch: every step has the same size.
             batch = X_train[order[begin : begin + batch_size]]
@@ -252,34 +302,44 @@ def train_flows(
             _clip_grad_norm_per_member([p.grad for p in parameters], max_grad_norm)
             optimizer.step()
             epoch_loss += loss.detach()
-        epoch_loss /= n_train // batch_size
+        epoch_loss /= per_epoch
         module.eval()
         with torch.no_grad():
-            score = mean_log_prob(module, X_val)
+            member_score = mean_log_prob(module, X_val)
+        nan = torch.full((n_members,), torch.nan, dtype=dtype, device=device)
+        score, loss_all = nan.clone(), nan.clone()
+        score[members], loss_all[members] = member_score, epoch_loss
 
-        blew_up = active & ~(torch.isfinite(epoch_loss) & torch.isfinite(score))
+        blew_up = active & ~(torch.isfinite(loss_all) & torch.isfinite(score))
         diverged |= blew_up
         n_epochs += active.long()
         was_active = active.clone()
         active &= ~blew_up
         improved = active & (score > best_score + tol)
         if bool(improved.any()):
+            rows = torch.nonzero(improved[members]).flatten()
             for name, tensor in module.state_dict().items():
                 if tensor.dim() > 0:
-                    keep = improved.view(-1, *([1] * (tensor.dim() - 1)))
-                    best_state[name] = torch.where(keep, tensor, best_state[name])
+                    best_state[name][members[rows]] = tensor[rows]
             best_score = torch.where(improved, score, best_score)
             best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
         active &= (epoch - best_epoch) < n_iter_no_change
+        while rungs and rungs[0][0] <= epoch:
+            _, n_keep = rungs.pop(0)
+            active &= _best_of(module, X_rank, members, active, n_keep)
 
-        nan = torch.full_like(score, torch.nan)
-        train_losses.append(torch.where(was_active, epoch_loss, nan).cpu().numpy())
+        train_losses.append(torch.where(was_active, loss_all, nan).cpu().numpy())
         val_scores.append(torch.where(was_active, score, nan).cpu().numpy())
         if epoch_callback is not None:
             epoch_callback(epoch, train_losses[-1], val_scores[-1])
 
-    module.load_state_dict(best_state)
+    module.assign_state(best_state)
     module.to("cpu").eval()
+    selection = None
+    if X_select is not None:
+        with torch.no_grad():
+            scorer = copy.deepcopy(module).double()
+            selection = log_prob_rows(scorer, torch.as_tensor(np.asarray(X_select), dtype=torch.float64)).numpy()
     return TrainingResult(
         module=module,
         train_loss=np.array(train_losses).reshape(-1, n_members),
@@ -287,6 +347,44 @@ def train_flows(
         best_validation_score=best_score.cpu().numpy(),
         best_epoch=best_epoch.cpu().numpy(),
         n_epochs=n_epochs.cpu().numpy(),
+        n_steps=n_epochs.cpu().numpy() * per_epoch,
         diverged=diverged.cpu().numpy(),
+        selection_log_prob=selection,
         seconds=time.perf_counter() - start_time,
     )
+
+
+@torch.no_grad()
+def _best_of(module, X, members, active, n_keep):
+    """Mask (over all members) that keeps the ``n_keep`` best active members on ``X``."""
+    keep = torch.ones_like(active)
+    rows = torch.nonzero(active[members]).flatten()
+    if len(rows) <= n_keep:
+        return keep
+    module.eval()
+    score = mean_log_prob(module, X)[rows]
+    score = torch.where(torch.isfinite(score), score, torch.full_like(score, -torch.inf))
+    order = torch.sort(-score, stable=True).indices  # stable: ties go to the lower index
+    keep[members[rows[order[n_keep:]]]] = False
+    return keep
+
+
+def _keep_members(module, optimizer, keep):
+    """Shrink the stack to the members ``keep``; returns the optimizer for the new parameters.
+
+    The AdamW moments of the kept members carry over, so their training goes
+    on exactly as in the larger stack.
+    """
+    old = list(module.parameters())
+    module.assign_state({name: t[keep] for name, t in module.state_dict().items() if t.dim() > 0})
+    group = optimizer.param_groups[0]
+    new_optimizer = torch.optim.AdamW(
+        module.parameters(), lr=group["lr"], weight_decay=group["weight_decay"], fused=group["fused"]
+    )
+    for before, after in zip(old, module.parameters()):
+        state = optimizer.state.get(before)
+        if state:
+            new_optimizer.state[after] = {
+                name: value if name == "step" else value[keep] for name, value in state.items()
+            }
+    return new_optimizer

@@ -1,8 +1,9 @@
 """Command line interface: ``skflowsearch {search,score,sample}``.
 
-``search`` fits :class:`~skflowsearch.StructureSearchFlow` (and, for
-comparison, a :class:`~skflowsearch.CouplingFlow` with alternating masks) to a
-CSV file or a bundled dataset and saves the searched model with joblib;
+``search`` fits :class:`~skflowsearch.StructureSearchFlow` (and, with
+``--compare``, a :class:`~skflowsearch.CouplingFlow` with alternating masks)
+to a CSV file or a bundled dataset and saves the searched model with joblib;
+its estimator options take their defaults and help from the estimators;
 ``score`` writes the log-density of every row of a CSV file under a saved
 model; ``sample`` draws rows from a saved model.
 
@@ -268,34 +269,24 @@ def _run_search(args):
         f"{0 if X_test is None else X_test.shape[0]} held-out rows",
     )
 
-    hidden = tuple(args.hidden)
+    settings = {name: getattr(args, name) for name in _SEARCH_OPTIONS}
+    settings["hidden_layer_sizes"] = tuple(settings["hidden_layer_sizes"])
     search = StructureSearchFlow(
-        n_layers=args.n_layers,
-        hidden_layer_sizes=hidden,
-        population_size=args.population_size,
-        n_offspring=args.n_offspring,
-        n_generations=args.n_generations,
-        fitness_epochs=args.fitness_epochs,
-        max_epochs=args.max_epochs,
-        size_penalty=args.size_penalty,
-        n_jobs=args.n_jobs,
-        device=args.device,
-        random_state=args.random_state,
-        verbose=0 if args.quiet else 1,
+        **settings, device=args.device, random_state=args.random_state, verbose=0 if args.quiet else 1,
     )
-    alternating = CouplingFlow(
-        masks="alternating",
-        n_layers=args.n_layers,
-        hidden_layer_sizes=hidden,
-        max_epochs=args.max_epochs,
-        device=args.device,
-        random_state=args.random_state,
-    )
+    models = [("searched", search)]
+    if args.compare:
+        models.append(("alternating", CouplingFlow(
+            masks="alternating",
+            **{name: settings[name] for name in _SHARED_OPTIONS},
+            device=args.device,
+            random_state=args.random_state,
+        )))
     train = _with_names(X_train, names)
     test = None if X_test is None else _with_names(X_test, names)
 
     results = []
-    for label, estimator in (("searched", search), ("alternating", alternating)):
+    for label, estimator in models:
         _say(args, f"fitting the {label} flow ...")
         start = time.perf_counter()
         estimator.fit(train)
@@ -389,15 +380,86 @@ def _run_sample(args):
 
 # --- argument parsing --------------------------------------------------------------
 
+# StructureSearchFlow parameters offered as options of ``search``; their
+# defaults and help come from the estimator itself.
+_SEARCH_OPTIONS = (
+    "n_layers", "hidden_layer_sizes", "population_size", "n_offspring", "n_generations",
+    "fitness_budget", "max_epochs", "size_penalty", "pick", "race_margin", "whiten", "n_jobs",
+)
+# The ones the --compare CouplingFlow shares.
+_SHARED_OPTIONS = ("n_layers", "hidden_layer_sizes", "max_epochs", "whiten")
+
+
+def _parameter_help(estimator_class, name):
+    """First sentence of parameter ``name`` in the numpydoc of ``estimator_class``.
+
+    Sphinx markup is dropped: inline literals and roles keep only their text.
+    """
+    import inspect
+    import re
+
+    doc = inspect.getdoc(estimator_class) or ""
+    match = re.search(rf"^{name}(?: : [^\n]*)?\n((?:    [^\n]*\n?)+)", doc, flags=re.MULTILINE)
+    if match is None:
+        return ""
+    text = " ".join(line.strip() for line in match.group(1).splitlines())
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+    return first.replace("%", "%%")
+
+
+def _finite_float(text):
+    """argparse type: a finite float (the estimators do not all reject NaN or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _add_estimator_option(parser, name):
+    """An option for StructureSearchFlow parameter ``name``, with its default and help."""
+    from . import CouplingFlow, StructureSearchFlow
+    from ._search_flow import _PICK_RULES
+
+    default = StructureSearchFlow().get_params()[name]
+    flag = "--" + name.replace("_", "-")
+    # Parameters shared with CouplingFlow are documented there.
+    help_text = _parameter_help(StructureSearchFlow, name) or _parameter_help(CouplingFlow, name)
+    if name == "hidden_layer_sizes":
+        parser.add_argument("--hidden", dest=name, type=int, nargs="+", default=list(default),
+                            metavar="WIDTH", help=help_text)
+    elif isinstance(default, bool):
+        action = parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                     default=default, help=help_text)
+        # Python 3.10 appends its own "(default: True)"; the formatter names the flag instead.
+        action.help = help_text
+    elif name == "n_jobs":
+        parser.add_argument(flag, dest=name, type=int, default=None,
+                            help="parallel training tasks (-1: all cores; default: 1)")
+    elif name == "pick":
+        parser.add_argument(flag, dest=name, choices=_PICK_RULES, default=default, help=help_text)
+    else:
+        kind = _finite_float if isinstance(default, float) else type(default)
+        parser.add_argument(flag, dest=name, type=kind, default=default, help=help_text)
+
 
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show ``(default: ...)`` only where there is a default worth reading.
 
     Not for flags, nor for options whose default None means "absent" (their
-    help says what happens then).
+    help says what happens then); a ``--x/--no-x`` pair names the default one.
     """
 
     def _get_help_string(self, action):
+        if isinstance(action, argparse.BooleanOptionalAction) and isinstance(action.default, bool):
+            # "(default: --whiten)" rather than "(default: True)".
+            positive = next(flag for flag in action.option_strings if not flag.startswith("--no-"))
+            chosen = positive if action.default else "--no-" + positive[2:]
+            return f"{action.help} (default: {chosen})"
         if action.default is None or action.nargs == 0:
             return action.help
         return super()._get_help_string(action)
@@ -420,9 +482,10 @@ def _build_parser():
         "search",
         help="search coupling masks on a CSV file (or a bundled dataset) and save the model",
         description=(
-            "Fit StructureSearchFlow and, for comparison, a CouplingFlow with "
-            "alternating masks; print their held-out mean log-likelihood, "
-            "parameter count and fit time, and save the searched model."
+            "Fit StructureSearchFlow (and, with --compare, a CouplingFlow with "
+            "alternating masks); print the held-out mean log-likelihood, "
+            "parameter count and fit time, and save the searched model. The "
+            "estimator options take the estimator's defaults."
         ),
         formatter_class=_DefaultsHelpFormatter,
     )
@@ -433,20 +496,13 @@ def _build_parser():
     search.add_argument("--dataset", choices=DATASETS, default=_DEFAULT_DATASET,
                         help="bundled dataset used when no DATA.csv is given")
     search.add_argument("--output", "-o", default=_DEFAULT_MODEL, help="where to save the searched model")
-    search.add_argument("--n-layers", type=int, default=8, help="coupling layers")
-    search.add_argument("--hidden", type=int, nargs="+", default=[64, 64], metavar="WIDTH",
-                        help="hidden layer widths of each coupling MLP")
-    search.add_argument("--population-size", type=int, default=8, help="genomes kept per generation")
-    search.add_argument("--n-offspring", type=int, default=16, help="children per generation")
-    search.add_argument("--n-generations", type=int, default=10, help="generations after the first")
-    search.add_argument("--fitness-epochs", type=int, default=30, help="training epochs per candidate")
-    search.add_argument("--max-epochs", type=int, default=200, help="training epochs of the final flows")
-    search.add_argument("--size-penalty", type=float, default=0.0,
-                        help="nats of fitness subtracted per parameter")
-    search.add_argument("--n-jobs", type=int, default=None,
-                        help="parallel training tasks (-1: all cores; default: 1)")
+    for name in _SEARCH_OPTIONS:
+        _add_estimator_option(search, name)
+    search.add_argument("--compare", action="store_true",
+                        help="also fit a CouplingFlow with alternating masks and the same settings, "
+                             "and print both (doubles the work or more)")
     search.add_argument("--device", default="cpu", help='"cpu", "cuda", "cuda:N" or "auto"')
-    search.add_argument("--random-state", type=int, default=0, help="seed of the split and of both fits")
+    search.add_argument("--random-state", type=int, default=0, help="seed of the split and of the fits")
     search.add_argument("--test-fraction", type=float, default=0.2, help="fraction of rows held out")
     search.add_argument("--quiet", "-q", action="store_true", help="no progress bar or status lines")
     search.add_argument("--plots", metavar="DIR", default=None,

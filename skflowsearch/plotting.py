@@ -35,6 +35,10 @@ def _new_axes(ax):
 def plot_search_history(estimator, ax=None):
     """Plot the best and mean fitness per generation of a structure search.
 
+    The fitness of a candidate is its mean log-likelihood of the search's
+    ranking rows after its (low-fidelity) fitness training, minus the size
+    penalty; see :class:`~skflowsearch.StructureSearchFlow`.
+
     Parameters
     ----------
     estimator : StructureSearchFlow
@@ -71,10 +75,12 @@ def plot_search_history(estimator, ax=None):
     )
     ax.plot(generation, best, marker="o", label="best")
     ax.set_xlabel("generation")
+    # The search ranks candidates on rows of its own (never the validation
+    # rows of early stopping), at a reduced training budget.
     if getattr(estimator, "size_penalty", 0):
-        ax.set_ylabel("fitness (validation log-likelihood\n- size penalty, nats)")
+        ax.set_ylabel("fitness (ranking-row log-likelihood\n- size penalty, nats)")
     else:
-        ax.set_ylabel("fitness (validation log-likelihood, nats)")
+        ax.set_ylabel("fitness (ranking-row log-likelihood, nats)")
     ax.set_title("Structure search")
     from matplotlib.ticker import MaxNLocator
 

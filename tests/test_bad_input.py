@@ -33,7 +33,7 @@ def _coupling_flow():
 def _search_flow():
     return StructureSearchFlow(
         n_layers=2, hidden_layer_sizes=(4,), population_size=2, n_offspring=2,
-        n_generations=1, fitness_epochs=1, max_epochs=3, random_state=0,
+        n_generations=1, max_epochs=3, random_state=0,
     )
 
 
@@ -142,15 +142,31 @@ FIT_CASES = [
     ("dataframe", _dataframe, OK),
 ]
 
+# Where the search differs: it also splits selection rows off the training
+# rows, and its candidates train on the rest, which must still be more than
+# the features (whiten=True) or at least 2.
+SEARCH_FIT_CASES = {
+    "5-samples": _error(ValueError, r"the search trains its candidates on \d+ rows \(4 training rows minus "
+                                    r"\d+ selection rows, selection_fraction=0\.2\); it needs more rows than "
+                                    r"features\. Pass more rows, a smaller selection_fraction or "
+                                    r"validation_fraction, or whiten=False\."),
+}
+
+
+def _expected(make_estimator, case_id, expected):
+    if make_estimator is _search_flow:
+        return SEARCH_FIT_CASES.get(case_id, expected)
+    return expected
+
 
 @pytest.mark.parametrize("make_estimator", ESTIMATORS)
 @pytest.mark.parametrize(
-    "make_X, expected", [pytest.param(m, e, id=i) for i, m, e in FIT_CASES]
+    "case_id, make_X, expected", [pytest.param(i, m, e, id=i) for i, m, e in FIT_CASES]
 )
-def test_fit_input(make_estimator, make_X, expected):
+def test_fit_input(make_estimator, case_id, make_X, expected):
     estimator = make_estimator()
     X = make_X()
-    kind, exc, pattern = expected
+    kind, exc, pattern = _expected(make_estimator, case_id, expected)
     if kind == "error":
         with pytest.raises(exc, match=pattern):
             estimator.fit(X)
@@ -185,6 +201,12 @@ def test_fewer_rows_than_features_fit_without_whitening(make_estimator, make_X):
     estimator = make_estimator()
     estimator.set_params(**{k: False for k in estimator.get_params() if k.endswith("whiten")})
     X = make_X()
+    if make_estimator is _search_flow and len(X) == 3:
+        # 2 training rows, both taken as selection rows: nothing left to train on.
+        with pytest.raises(ValueError, match=r"the search trains its candidates on 0 rows \(2 training rows "
+                                             r"minus 2 selection rows.*it needs 2 rows\. Pass more rows"):
+            estimator.fit(X)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         scores = estimator.fit(X).score_samples(X)
@@ -313,3 +335,190 @@ def test_rows_at_the_float64_limit_score_minus_inf_without_warning(fitted):
         scores = fitted.score_samples(X)
     assert np.all(scores[:2] == -np.inf)
     np.testing.assert_array_equal(scores[2:], fitted.score_samples(normal))
+
+
+# --- hyper-parameters --------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+# (params, exception, message) for StructureSearchFlow: each is rejected by
+# fit before anything trains.
+SEARCH_PARAM_CASES = [
+    (dict(population_size=0), ValueError, r"population_size == 0, must be >= 1"),
+    (dict(population_size=2.5), TypeError, r"population_size must be an instance of int"),
+    (dict(n_offspring=0), ValueError, r"n_offspring == 0, must be >= 1"),
+    (dict(n_generations=-1), ValueError, r"n_generations == -1, must be >= 0"),
+    (dict(crossover_proba=1.5), ValueError, r"crossover_proba == 1.5, must be <= 1"),
+    (dict(crossover_proba=-0.1), ValueError, r"crossover_proba == -0.1, must be >= 0"),
+    (dict(mutation_rate=1.5), ValueError, r"mutation_rate == 1.5, must be <= 1"),
+    (dict(mutation_rate=-0.1), ValueError, r"mutation_rate == -0.1, must be >= 0"),
+    (dict(mutation_rate="fast"), TypeError, r"mutation_rate must be an instance of float"),
+    (dict(mutation_rate=None), TypeError, r"mutation_rate must be an instance of float"),
+    (dict(width_choices=()), ValueError, r"width_choices must be a non-empty tuple of numbers in \(0, 1\]; got \(\)"),
+    (dict(width_choices=[]), ValueError, r"width_choices must be a non-empty tuple"),
+    (dict(width_choices=(0.0, 1.0)), ValueError, r"width_choices must be a non-empty tuple"),
+    (dict(width_choices=(0.5, 1.5)), ValueError, r"width_choices must be a non-empty tuple"),
+    (dict(width_choices=(-0.5,)), ValueError, r"width_choices must be a non-empty tuple"),
+    (dict(width_choices=(NAN,)), ValueError, r"width_choices must be a non-empty tuple"),
+    (dict(width_choices=(True,)), ValueError, r"width_choices must be a non-empty tuple"),
+    (dict(width_choices=("0.5",)), ValueError, r"width_choices must be a non-empty tuple"),
+    (dict(width_choices=0.5), ValueError, r"width_choices must be a non-empty tuple.*got 0\.5"),
+    (dict(width_choices=np.array([0.5, 1.0])), ValueError, r"width_choices must be a non-empty tuple"),
+    (dict(fitness_budget=0), ValueError, r"fitness_budget == 0, must be > 0"),
+    (dict(fitness_budget=-0.3), ValueError, r"fitness_budget == -0.3, must be > 0"),
+    (dict(fitness_budget="all"), TypeError, r"fitness_budget must be an instance of float"),
+    (dict(halving_factor=0), ValueError, r"halving_factor == 0, must be >= 1"),
+    (dict(halving_factor=1.5), TypeError, r"halving_factor must be an instance of int"),
+    (dict(selection_fraction=0), ValueError, r"selection_fraction == 0, must be > 0"),
+    (dict(selection_fraction=1), ValueError, r"selection_fraction == 1, must be < 1"),
+    (dict(selection_fraction=1.5), ValueError, r"selection_fraction == 1.5, must be < 1"),
+    (dict(selection_fraction=None), TypeError, r"selection_fraction must be an instance of float"),
+    (dict(n_finalists=-1), ValueError, r"n_finalists == -1, must be >= 0"),
+    (dict(n_finalists=1.0), TypeError, r"n_finalists must be an instance of int"),
+    (dict(n_race_seeds=0), ValueError, r"n_race_seeds == 0, must be >= 1"),
+    (dict(n_race_seeds=2.0), TypeError, r"n_race_seeds must be an instance of int"),
+    (dict(race_margin=-1.0), ValueError, r"race_margin == -1.0, must be >= 0"),
+    (dict(race_margin="1"), TypeError, r"race_margin must be an instance of float"),
+    (dict(pick="worst"), ValueError, r"pick must be one of \('best', 'smallest'\); got 'worst'"),
+    (dict(pick="Best"), ValueError, r"pick must be one of \('best', 'smallest'\); got 'Best'"),
+    (dict(pick=None), ValueError, r"pick must be one of \('best', 'smallest'\); got None"),
+    (dict(size_penalty=-1.0), ValueError, r"size_penalty == -1.0, must be >= 0"),
+    (dict(patience=0), ValueError, r"patience == 0, must be >= 1"),
+    (dict(patience=1.5), TypeError, r"patience must be an instance of int"),
+    (dict(max_time=-1.0), ValueError, r"max_time == -1.0, must be >= 0"),
+    (dict(n_candidates_per_batch=0), ValueError, r"n_candidates_per_batch == 0, must be >= 1"),
+    (dict(callback="x"), TypeError, r"callback must be callable or None; got 'x'"),
+    (dict(checkpoint=""), ValueError, r"checkpoint must be None or a file path; got ''"),
+    (dict(checkpoint=3), ValueError, r"checkpoint must be None or a file path; got 3"),
+    (dict(checkpoint="/no-such-directory-skflowsearch/search.joblib"), ValueError,
+     r"the directory of checkpoint='/no-such-directory-skflowsearch/search\.joblib' does not exist"),
+    (dict(n_layers=0), ValueError, r"n_layers == 0, must be >= 1"),
+    (dict(hidden_layer_sizes=()), ValueError, r"hidden_layer_sizes"),
+    (dict(validation_fraction=1.0), ValueError, r"validation_fraction == 1.0, must be < 1"),
+    (dict(device="tpu"), ValueError, r"device"),
+    (dict(n_jobs=0), ValueError, r"n_jobs == 0 has no meaning"),
+]
+
+# Values that should be rejected with a message naming the parameter, but are
+# not (see the reasons): NaN passes sklearn's check_scalar range tests, and
+# True passes as the integer 1.
+# Non-finite numbers and bools: sklearn's check_scalar lets NaN through its range
+# comparisons, inf through an open upper bound and True as the Integral 1; the
+# estimators reject them before anything trains.
+SEARCH_NON_FINITE = [
+    (dict(fitness_budget=NAN), "fitness_budget"),
+    (dict(fitness_budget=INF), "fitness_budget"),
+    (dict(selection_fraction=NAN), "selection_fraction"),
+    (dict(race_margin=NAN), "race_margin"),
+    (dict(race_margin=INF), "race_margin"),
+    (dict(size_penalty=NAN), "size_penalty"),
+    (dict(mutation_rate=NAN), "mutation_rate"),
+    (dict(crossover_proba=NAN), "crossover_proba"),
+    (dict(max_time=NAN), "max_time"),
+    (dict(population_size=True), "population_size"),
+    (dict(n_jobs=True), "n_jobs"),
+]
+# The same for parameters both flows share.
+SHARED_NON_FINITE = [
+    (dict(validation_fraction=NAN), "validation_fraction"),
+    (dict(max_log_scale=NAN), "max_log_scale"),
+    (dict(learning_rate=INF), "learning_rate"),
+    (dict(max_epochs=True), "max_epochs"),
+]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Any training (candidates or final flow) fails the test: checks must come first."""
+    import skflowsearch._base as base_module
+    import skflowsearch._search as search_module
+
+    def trained(*args, **kwargs):
+        pytest.fail("a flow was trained before the parameters were checked")
+
+    monkeypatch.setattr(base_module, "fit_flows", trained)
+    monkeypatch.setattr(search_module, "fit_flows", trained)
+
+
+@pytest.mark.parametrize(
+    "params, exc, pattern",
+    [pytest.param(p, e, m, id=",".join(f"{k}={v!r}" for k, v in p.items())) for p, e, m in SEARCH_PARAM_CASES],
+)
+def test_bad_search_parameter_raises_before_training(no_training, params, exc, pattern):
+    estimator = _search_flow().set_params(**params)
+    with pytest.raises(exc, match=pattern):
+        estimator.fit(_base())
+    assert not hasattr(estimator, "n_features_in_")
+
+
+def _non_finite_cases(cases, estimators):
+    return [
+        pytest.param(make, p, name, id=f"{make.__name__.strip('_')}-{name}={next(iter(p.values()))!r}")
+        for p, name in cases
+        for make in estimators
+    ]
+
+
+@pytest.mark.parametrize(
+    "make_estimator, params, name",
+    _non_finite_cases(SEARCH_NON_FINITE, [_search_flow])
+    + _non_finite_cases(SHARED_NON_FINITE, [_coupling_flow, _search_flow]),
+)
+def test_non_finite_or_bool_parameter_raises_before_training(no_training, make_estimator, params, name):
+    estimator = make_estimator().set_params(**params)
+    with pytest.raises((ValueError, TypeError), match=name):
+        estimator.fit(_base())
+
+
+# Edge values that are valid: the search runs and gives finite scores.
+SEARCH_EDGE_PARAMS = [
+    dict(mutation_rate="auto"),
+    dict(mutation_rate=0.0),
+    dict(mutation_rate=1.0),
+    dict(width_choices=(1.0,)),
+    dict(width_choices=[0.5, 1.0]),
+    dict(fitness_budget=1e-6),
+    dict(fitness_budget=5.0),
+    dict(halving_factor=1),
+    dict(halving_factor=10),
+    dict(selection_fraction=0.01),
+    dict(n_finalists=0),
+    dict(n_race_seeds=1),
+    dict(race_margin=0.0),
+    dict(race_margin=1e9),
+    dict(pick="smallest"),
+    dict(crossover_proba=0.0),
+    dict(crossover_proba=1.0),
+    dict(n_generations=0),
+    dict(population_size=1, n_offspring=1),
+]
+
+
+def _edge_param(p):
+    if isinstance(p, dict):
+        p = pytest.param(p)
+    return pytest.param(*p.values, marks=p.marks, id=",".join(f"{k}={v!r}" for k, v in p.values[0].items()))
+
+
+@pytest.mark.parametrize("params", [_edge_param(p) for p in SEARCH_EDGE_PARAMS])
+def test_edge_search_parameters_fit(params):
+    X = _base()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning either
+        estimator = _search_flow().set_params(**params).fit(X)
+    scores = estimator.score_samples(X)
+    assert scores.shape == (N_SAMPLES,) and np.all(np.isfinite(scores))
+    assert sum(r["chosen"] for r in estimator.race_) == 1
+    if params.get("n_finalists") == 0:
+        assert not any(r["entry"].startswith("finalist") for r in estimator.race_)
+    if params.get("width_choices") == (1.0,):
+        assert estimator.hidden_layer_sizes_ == (4,)
+        assert all(r["hidden_layer_sizes"] == (4,) for r in estimator.race_)
+
+
+@pytest.mark.parametrize("removed", ["fitness_epochs", "mutation_proba", "refit"])
+def test_removed_search_parameters_are_rejected(removed):
+    with pytest.raises(TypeError, match=rf"unexpected keyword argument '{removed}'"):
+        StructureSearchFlow(**{removed: 1})
+    with pytest.raises(ValueError, match=rf"Invalid parameter '{removed}'"):
+        _search_flow().set_params(**{removed: 1})

@@ -20,7 +20,8 @@ def test_bench_generation_quick(capsys):
     assert _tables(out) == 2
     for name in ("one by one", "group_size=8", "group_size=16", "candidates/s (wall)"):
         assert name in out
-    # Batched and one-by-one fitness agree exactly (same seeds, same minibatches).
+    # Batched and one-by-one fitness agree exactly (same seeds, same minibatches, and no
+    # member leaves its stack early).
     diffs = re.findall(r"^\| (?:one by one|group_size=\d+) \| (\S+) \| True \|$", out, flags=re.MULTILINE)
     assert len(diffs) == 3 and all(float(d) == 0 for d in diffs)
 
@@ -66,7 +67,9 @@ def test_bench_parallel_quick(capsys):
     out = capsys.readouterr().out
     assert _tables(out) == 1
     assert "masks_ equal: True" in out
+    assert "hidden_layer_sizes_ equal: True" in out
     assert "evaluated fitness equal: True" in out
+    assert "race_ equal: True" in out
 
 
 def test_bench_quality_quick(capsys):

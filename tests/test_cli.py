@@ -1,3 +1,5 @@
+import argparse
+import re
 import subprocess
 import sys
 import types
@@ -9,14 +11,17 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow
-from skflowsearch.cli import main
+from skflowsearch.cli import _SEARCH_OPTIONS, _SHARED_OPTIONS, _build_parser, main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Budgets small enough for a search to take about a second.
 TINY = [
-    "--n-layers", "2", "--hidden", "8", "--n-generations", "1", "--population-size", "2",
-    "--n-offspring", "2", "--fitness-epochs", "2", "--max-epochs", "5",
+    "--n-layers", "2", "--hidden", "4", "--n-generations", "1", "--population-size", "2",
+    "--n-offspring", "2", "--max-epochs", "3",
 ]
+
+TABLE_HEADER = "| model | held-out mean log-likelihood | parameters | fit time (s) |"
 
 
 def _write_csv(path, X, header=None):
@@ -62,15 +67,29 @@ def _assert_error(capsys, status):
 # --- search ------------------------------------------------------------------------
 
 
-def _assert_table(out):
-    assert "| model | held-out mean log-likelihood | parameters | fit time (s) |" in out
-    rows = [line for line in out.splitlines() if line.startswith(("| searched", "| alternating"))]
-    assert len(rows) == 2
-    for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert np.isfinite(float(cells[1]))
-        assert int(cells[2]) > 0
-        assert float(cells[3]) >= 0
+def _table(out):
+    """The rows of the printed result table, as {label: (held-out, parameters, seconds)}."""
+    lines = out.splitlines()
+    start = lines.index(TABLE_HEADER)
+    assert lines[start + 1] == "|:--|--:|--:|--:|"
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        label, held_out, n_parameters, seconds = (c.strip() for c in line.strip("|").split("|"))
+        assert label not in rows
+        rows[label] = (held_out, int(n_parameters), float(seconds))
+    return rows
+
+
+def _assert_table(out, labels=("searched",)):
+    rows = _table(out)
+    assert list(rows) == list(labels)
+    for held_out, n_parameters, seconds in rows.values():
+        assert np.isfinite(float(held_out))
+        assert n_parameters > 0
+        assert seconds >= 0
+    return rows
 
 
 @pytest.mark.filterwarnings("ignore:X does not have valid feature names")
@@ -80,7 +99,9 @@ def test_search_csv_with_header(fitted, data, capsys):
     assert isinstance(model, StructureSearchFlow)
     assert model.n_features_in_ == 3
     assert model.get_params()["n_layers"] == 2
-    assert model.get_params()["hidden_layer_sizes"] == (8,)
+    assert model.get_params()["hidden_layer_sizes"] == (4,)
+    assert model.get_params()["whiten"] is True  # the default
+    assert not np.allclose(model.input_matrix_, np.diag(np.diag(model.input_matrix_)))
     scores = model.score_samples(data)
     assert scores.shape == (60,) and np.all(np.isfinite(scores))
     pytest.importorskip("pandas")
@@ -92,8 +113,9 @@ def test_search_csv_without_header_prints_table(tmp_path, data, capsys):
     model_path = tmp_path / "m.joblib"
     assert main(["search", str(csv_path), "--output", str(model_path), *TINY]) == 0
     out = capsys.readouterr().out
-    _assert_table(out)
+    _assert_table(out)  # only the searched row: the comparison is opt-in
     assert "fitting the searched flow" in out
+    assert "alternating" not in out
     assert f"saved the searched model to {model_path}" in out
     model = joblib.load(model_path)
     assert not hasattr(model, "feature_names_in_")
@@ -142,6 +164,207 @@ def test_search_plots_unavailable(tmp_path, data, capsys, monkeypatch):
     assert status == 0
     out_lines = [line for line in capsys.readouterr().out.splitlines() if "plots skipped" in line]
     assert len(out_lines) == 1
+
+
+# --- search options: they are the estimator's ------------------------------------------
+
+
+def _flag(name):
+    return "--hidden" if name == "hidden_layer_sizes" else "--" + name.replace("_", "-")
+
+
+def _help_entries(text):
+    """``{flag: help}`` of the options section of an argparse help text (whitespace joined)."""
+    entries, current = {}, None
+    for line in text.splitlines():
+        if re.match(r"^  -", line):
+            current = line.split()[0].rstrip(",")
+            entries[current] = [line]
+        elif current is not None and line.startswith("   "):
+            entries[current].append(line)
+        else:
+            current = None
+    return {flag: " ".join(" ".join(lines).split()) for flag, lines in entries.items()}
+
+
+def _search_help(capsys):
+    assert main(["search", "--help"]) == 0
+    return _help_entries(capsys.readouterr().out)
+
+
+def _undecorated_docs():
+    """Both estimators' docstrings without Sphinx markup, whitespace joined."""
+    text = " ".join((StructureSearchFlow.__doc__ or "").split() + (CouplingFlow.__doc__ or "").split())
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return re.sub(r"``([^`]+)``", r"\1", text)
+
+
+def test_search_option_defaults_are_the_estimator_defaults(capsys):
+    expected = StructureSearchFlow().get_params()
+    parser = _build_parser()
+    args = parser.parse_args(["search"])
+    subcommands, = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {action.dest: action for action in subcommands.choices["search"]._actions}
+    entries = _search_help(capsys)
+    docs = _undecorated_docs()
+    assert {"fitness_budget", "pick", "whiten"} <= set(_SEARCH_OPTIONS)
+    for name in _SEARCH_OPTIONS:
+        value = getattr(args, name)
+        if name == "hidden_layer_sizes":
+            value = tuple(value)
+        assert value == expected[name] and type(value) is type(expected[name]), name
+        help_text = entries[_flag(name)]
+        default = expected[name]
+        if default is None:  # n_jobs: the help says what None means
+            assert "(default: None)" not in help_text
+        elif isinstance(default, bool):
+            flag = _flag(name) if default else "--no-" + _flag(name)[2:]
+            assert help_text.endswith(f"(default: {flag})"), help_text
+        elif name == "hidden_layer_sizes":
+            assert help_text.endswith(f"(default: {list(default)})"), help_text
+        else:
+            assert help_text.endswith(f"(default: {default})"), help_text
+        if name != "n_jobs":
+            # The help is the first sentence of the parameter's docstring entry.
+            sentence = actions[name].help.replace("%%", "%")
+            assert sentence.endswith(".") and sentence in docs, (name, sentence)
+            assert sentence in help_text
+
+
+def test_search_option_defaults_follow_the_estimator(monkeypatch, capsys):
+    """A default changed in StructureSearchFlow changes the CLI's: they cannot drift."""
+    init = StructureSearchFlow.__init__
+    monkeypatch.setattr(init, "__kwdefaults__",
+                        {**init.__kwdefaults__, "population_size": 5, "pick": "smallest",
+                         "whiten": False, "fitness_budget": 0.25})
+    args = _build_parser().parse_args(["search"])
+    assert (args.population_size, args.pick, args.whiten, args.fitness_budget) == (5, "smallest", False, 0.25)
+    entries = _search_help(capsys)
+    assert entries["--population-size"].endswith("(default: 5)")
+    assert entries["--pick"].endswith("(default: smallest)")
+    assert entries["--whiten"].endswith("(default: --no-whiten)")
+    assert entries["--fitness-budget"].endswith("(default: 0.25)")
+
+
+@pytest.mark.parametrize("option", ["--fitness-epochs", "--mutation-proba", "--refit"])
+def test_removed_options_are_rejected(capsys, option):
+    assert main(["search", option, "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err and option in err and "Traceback" not in err
+
+
+def test_pick_must_be_a_rule(capsys):
+    assert main(["search", "--pick", "worst", "--quiet"]) == 2
+    assert "invalid choice: 'worst'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value", [("--fitness-budget", "inf"), ("--size-penalty", "nan")])
+def test_search_rejects_non_finite_numbers(capsys, option, value):
+    assert main(["search", option, value, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: not a finite number: '{value}'" in err and "Traceback" not in err
+
+
+# The estimator itself lets non-finite numbers through check_scalar (NaN
+# compares False with every bound): the CLI rejects them first (above).
+def test_estimator_rejects_infinite_fitness_budget(data):
+    search = StructureSearchFlow(n_layers=2, hidden_layer_sizes=(4,), population_size=2, n_offspring=2,
+                                 n_generations=0, max_epochs=30, fitness_budget=float("inf"),
+                                 random_state=0)
+    with pytest.raises(ValueError, match="fitness_budget"):
+        search.fit(data)
+
+
+def test_estimator_rejects_nan_size_penalty(data):
+    search = StructureSearchFlow(n_layers=2, hidden_layer_sizes=(4,), population_size=2, n_offspring=2,
+                                 n_generations=0, max_epochs=3, size_penalty=float("nan"),
+                                 random_state=0)
+    with pytest.raises(ValueError, match="size_penalty"):
+        search.fit(data)
+
+
+def test_search_options_reach_the_estimator(tmp_path, data, capsys):
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    model_path = tmp_path / "m.joblib"
+    status = main(["search", str(csv_path), "--output", str(model_path), "--quiet", *TINY,
+                   "--no-whiten", "--pick", "smallest", "--fitness-budget", "0.5",
+                   "--size-penalty", "0.001", "--n-jobs", "1", "--random-state", "3"])
+    assert status == 0
+    _assert_table(capsys.readouterr().out)
+    model = joblib.load(model_path)
+    params = model.get_params()
+    assert params["whiten"] is False
+    assert (params["pick"], params["fitness_budget"], params["size_penalty"]) == ("smallest", 0.5, 0.001)
+    assert (params["n_jobs"], params["random_state"], params["max_epochs"]) == (1, 3, 3)
+    assert (params["population_size"], params["n_offspring"], params["n_generations"]) == (2, 2, 1)
+    # Not whitened: the normalizing map only standardizes.
+    np.testing.assert_allclose(model.input_matrix_, np.diag(1.0 / model.scale_))
+    assert sum(entry["chosen"] for entry in model.race_) == 1
+
+
+def _fit_spy(monkeypatch):
+    """Record ``(flow, X)`` of every CouplingFlow.fit (the --compare flow)."""
+    fits = []
+    original_fit = CouplingFlow.fit
+
+    def spy(self, X, y=None):
+        fits.append((self, np.asarray(X).copy()))
+        return original_fit(self, X, y)
+
+    monkeypatch.setattr(CouplingFlow, "fit", spy)
+    return fits
+
+
+def test_compare_adds_the_alternating_row(tmp_path, data, capsys, monkeypatch):
+    fits = _fit_spy(monkeypatch)
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    model_path = tmp_path / "m.joblib"
+    status = main(["search", str(csv_path), "--output", str(model_path), *TINY,
+                   "--compare", "--no-whiten", "--random-state", "1"])
+    assert status == 0
+    out = capsys.readouterr().out
+    rows = _assert_table(out, labels=("searched", "alternating"))
+    assert "fitting the searched flow" in out and "fitting the alternating flow" in out
+
+    (flow, X_flow), = fits
+    model = joblib.load(model_path)
+    assert isinstance(model, StructureSearchFlow)  # the searched model is the one saved
+    # The comparison flow: alternating masks, every setting of the search, the same rows.
+    assert flow.masks == "alternating"
+    assert flow.get_params()["whiten"] is False
+    search_params = model.get_params()
+    for name, value in flow.get_params().items():
+        if name not in ("masks", "verbose"):
+            assert value == search_params[name], name
+    assert set(_SHARED_OPTIONS) <= set(flow.get_params())
+    assert X_flow.shape == (48, 3)  # the training rows, as for the search
+    assert rows["alternating"][1] == flow.n_parameters_
+    assert rows["searched"][1] == model.n_parameters_
+    # The printed scores are those of the held-out rows (the rows neither model saw).
+    trained = {tuple(row) for row in X_flow}
+    X_test = np.array([row for row in data if tuple(row) not in trained])
+    assert X_test.shape == (12, 3)
+    assert rows["alternating"][0] == f"{flow.score(X_test):.3f}"
+    assert rows["searched"][0] == f"{model.score(X_test):.3f}"
+
+
+def test_compare_rows_agree_when_the_alternating_masks_win(tmp_path, data, capsys, monkeypatch):
+    """A search won by the alternating masks is exactly the CouplingFlow: the two rows agree."""
+    fits = _fit_spy(monkeypatch)
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    model_path = tmp_path / "m.joblib"
+    # A population of one genome (the alternating masks) and no generation: the
+    # race has no challenger, so the alternating masks win by construction.
+    status = main(["search", str(csv_path), "--output", str(model_path), "--quiet", *TINY,
+                   "--population-size", "1", "--n-generations", "0", "--compare"])
+    assert status == 0
+    rows = _assert_table(capsys.readouterr().out, labels=("searched", "alternating"))
+    model = joblib.load(model_path)
+    assert [(entry["entry"], entry["chosen"]) for entry in model.race_] == [("alternating", True)]
+    (flow, _), = fits
+    np.testing.assert_array_equal(model.masks_, flow.masks_)
+    np.testing.assert_array_equal(model.score_samples(data), flow.score_samples(data))
+    assert rows["searched"][:2] == rows["alternating"][:2]
 
 
 # --- score and sample ----------------------------------------------------------------
@@ -264,6 +487,9 @@ def test_search_bad_parameters(tmp_path, data, capsys):
     status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"),
                    "--quiet", *TINY, "--n-layers", "0"])
     assert "n_layers" in _assert_error(capsys, status)
+    status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"),
+                   "--quiet", *TINY, "--fitness-budget", "0"])
+    assert "fitness_budget" in _assert_error(capsys, status)
     status = main(["search", str(csv_path), "--test-fraction", "1.5", "--quiet", *TINY])
     assert "--test-fraction" in _assert_error(capsys, status)
 

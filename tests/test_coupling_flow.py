@@ -20,6 +20,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflowsearch import CouplingFlow
+from sklearn.utils import check_random_state
+
 from skflowsearch._base import draw_seeds
 from skflowsearch._masks import effective_n_parameters
 from skflowsearch.datasets import load_dataset
@@ -387,8 +389,10 @@ def test_fitted_attributes(fitted, X):
     assert isinstance(fitted.n_parameters_, int) and fitted.n_parameters_ > 0
     assert fitted.device_ == "cpu"
     assert fitted.n_features_in_ == 3
-    np.testing.assert_allclose(fitted.mean_, X.mean(0))
-    np.testing.assert_allclose(fitted.scale_, X.std(0))
+    assert fitted.hidden_layer_sizes_ == SMALL["hidden_layer_sizes"]
+    train = _training_rows(len(X), fitted.validation_fraction, SMALL["random_state"])
+    np.testing.assert_allclose(fitted.mean_, X[train].mean(0))
+    np.testing.assert_allclose(fitted.scale_, X[train].std(0))
     assert fitted.input_log_det_ == pytest.approx(np.linalg.slogdet(fitted.input_matrix_)[1])
     # early stopping restored the best weights: scoring the same validation rows
     # is not possible from outside, but the flow is in float64 and eval mode
@@ -453,3 +457,37 @@ def test_cuda_without_cuda(X):
 def test_unknown_device(X, device):
     with pytest.raises(ValueError, match="device"):
         CouplingFlow(**{**SMALL, "device": device}).fit(X)
+
+
+# --- the normalizer -------------------------------------------------------------------
+
+
+def _training_rows(n_samples, validation_fraction, random_state):
+    """The rows ``fit`` trains on: all but the validation rows of its first permutation."""
+    order = check_random_state(random_state).permutation(n_samples)
+    n_val = max(1, int(round(validation_fraction * n_samples)))
+    return np.sort(order[n_val:])
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+@pytest.mark.parametrize("validation_fraction, random_state", [(0.1, 0), (0.3, 7)])
+def test_normalizer_is_fitted_on_the_training_rows_only(X, whiten, validation_fraction, random_state):
+    params = {**SMALL, "whiten": whiten, "validation_fraction": validation_fraction,
+              "random_state": random_state}
+    flow = CouplingFlow(**params).fit(X)
+    train = _training_rows(len(X), validation_fraction, random_state)
+    assert len(train) == len(X) - max(1, round(validation_fraction * len(X)))
+    np.testing.assert_allclose(flow.mean_, X[train].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(flow.scale_, X[train].std(0), rtol=1e-12)
+    assert not np.allclose(flow.mean_, X.mean(0), rtol=1e-6, atol=0)  # the validation rows left out
+    if not whiten:
+        np.testing.assert_allclose(flow.input_matrix_, np.diag(1 / X[train].std(0)), rtol=1e-12)
+    # Changing the validation rows does not move the normalizer (it changes
+    # only what early stopping sees).
+    validation = np.setdiff1d(np.arange(len(X)), train)
+    shifted = X.copy()
+    shifted[validation] += 100.0
+    other = CouplingFlow(**params).fit(shifted)
+    np.testing.assert_array_equal(other.mean_, flow.mean_)
+    np.testing.assert_array_equal(other.input_matrix_, flow.input_matrix_)
+    assert other.input_log_det_ == flow.input_log_det_

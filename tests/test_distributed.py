@@ -2,9 +2,10 @@
 
 A ``LocalCluster`` of two single-threaded worker processes, listening on the
 loopback interface only, runs the candidate batches through
-``joblib.parallel_config(backend="dask")``. Every genome's weight seed derives
-from the search seed and its bits and all candidates see the same minibatch
-order, so the result must be identical to ``n_jobs=1``.
+``joblib.parallel_config(backend="dask")``. The batches are cut the same way
+whatever the backend, and every candidate's weight and minibatch seeds come
+from the search seed alone (common random numbers), so the result must be
+identical to ``n_jobs=1``.
 """
 
 import re
@@ -23,8 +24,7 @@ SEARCH_PARAMS = dict(
     hidden_layer_sizes=(8,),
     population_size=4,
     n_offspring=4,
-    n_generations=2,
-    fitness_epochs=3,
+    n_generations=1,
     max_epochs=5,
     batch_size=32,
     n_candidates_per_batch=2,  # several joblib tasks per generation
@@ -82,9 +82,17 @@ def test_dask_backend_matches_single_process(dask_client, data, reference):
         with joblib.parallel_config(backend="dask"):
             search = StructureSearchFlow(**SEARCH_PARAMS).fit(data)
 
-    # The candidate batches really ran on the cluster.
+    # The candidate batches really ran on the cluster: the incumbent's and
+    # the finalists' runs (one batch per race seed each) and the evolution's.
     per_batch = SEARCH_PARAMS["n_candidates_per_batch"]
-    n_batches = sum(-(-r["n_evaluations"] // per_batch) for r in reference.search_history_)
+    n_race_seeds = reference.n_race_seeds
+    n_finalists = sum(r["entry"].startswith("finalist") for r in reference.race_)
+    n_incumbents = len(reference.race_) - n_finalists
+    n_batches = (
+        n_race_seeds * -(-n_incumbents // per_batch)
+        + sum(-(-r["n_evaluations"] // per_batch) for r in reference.search_history_)
+        + (n_race_seeds * -(-n_finalists // per_batch) if n_finalists else 0)
+    )
     assert n_batches >= 4
     # joblib may group calls into one dask task ("batch_of_<func>_<n>_calls").
     calls = [re.search(r"_train_group_(\d+)_calls", task["key"]) for task in stream.data]
@@ -95,7 +103,9 @@ def test_dask_backend_matches_single_process(dask_client, data, reference):
     np.testing.assert_array_equal(search.masks_, reference.masks_)
     np.testing.assert_array_equal(search.evaluated_masks_, reference.evaluated_masks_)
     np.testing.assert_array_equal(search.evaluated_scores_, reference.evaluated_scores_)
-    np.testing.assert_array_equal(search.population_scores_, reference.population_scores_)
+    np.testing.assert_array_equal(search.evaluated_layers_, reference.evaluated_layers_)
+    assert search.race_ == reference.race_
+    assert search.hidden_layer_sizes_ == reference.hidden_layer_sizes_
     assert search.best_score_ == reference.best_score_
     np.testing.assert_array_equal(search.score_samples(data), reference.score_samples(data))
     assert np.all(np.isfinite(search.evaluated_scores_))
@@ -107,4 +117,5 @@ def test_dask_backend_with_n_jobs_matches(dask_client, data, reference):
         search = StructureSearchFlow(**SEARCH_PARAMS, n_jobs=2).fit(data)
     np.testing.assert_array_equal(search.masks_, reference.masks_)
     np.testing.assert_array_equal(search.evaluated_scores_, reference.evaluated_scores_)
+    assert search.race_ == reference.race_
     np.testing.assert_array_equal(search.score_samples(data), reference.score_samples(data))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from skflowsearch import _operators as ops
-from skflowsearch._evolution import mu_plus_lambda
+from skflowsearch._evolution import MAX_REDRAWS, mu_plus_lambda
 
 SHAPE = (6, 8)
 TARGET = ops.random_genome(*SHAPE, np.random.default_rng(2024))
@@ -32,7 +32,7 @@ class Recorder:
 def run(evaluate=hamming_fitness, seed=0, n_init=20, **kwargs):
     rng = np.random.default_rng(seed)
     population = [ops.random_genome(*SHAPE, rng) for _ in range(n_init)]
-    params = dict(mu=20, n_offspring=40, cxpb=0.4, mutpb=0.5, n_generations=30,
+    params = dict(mu=20, n_offspring=40, cxpb=0.4, n_generations=30,
                   mate=ops.crossover,
                   mutate=functools.partial(ops.mutate, rate=1 / TARGET.size), rng=rng)
     params.update(kwargs)
@@ -80,7 +80,7 @@ def test_elitism():
         np.testing.assert_array_equal(fitness, hamming_fitness(population))
         bests.append(fitness.max())
 
-    _, _, logbook, _ = run(n_generations=25, cxpb=0.2, mutpb=0.3, callback=callback)
+    _, _, logbook, _ = run(n_generations=25, cxpb=0.2, callback=callback)
     best = [r["best"] for r in logbook]
     assert best == bests
     assert all(b1 >= b0 for b0, b1 in zip(best, best[1:]))
@@ -89,7 +89,7 @@ def test_elitism():
 
 def test_evaluate_never_sees_a_genome_twice():
     evaluate = Recorder(hamming_fitness)
-    run(evaluate, n_generations=30, cxpb=0.5, mutpb=0.2)  # many copies and repeats
+    run(evaluate, n_generations=30, cxpb=0.5)  # crossovers of similar parents repeat often
     keys = [k for batch in evaluate.batches for k in batch]
     assert all(evaluate.batches)  # never an empty call
     assert len(keys) == len(set(keys))
@@ -101,18 +101,33 @@ def test_duplicate_initial_population():
     genome = ops.random_genome(*SHAPE, np.random.default_rng(5))
     population, fitness, logbook, evaluations = mu_plus_lambda(
         [genome, genome.copy(), genome.copy()], evaluate, mu=3, n_offspring=4, cxpb=0.0,
-        mutpb=0.0, n_generations=2, mate=ops.crossover,
+        n_generations=2, mate=ops.crossover,
         mutate=functools.partial(ops.mutate, rate=0.1), rng=np.random.default_rng(0))
-    # Only copies are made, so nothing new is ever evaluated.
-    assert len(evaluate.batches) == 1 and len(evaluate.batches[0]) == 1
+    # The copies are evaluated once; every later evaluation is of a new child.
+    assert evaluate.batches[0] == [ops.genome_key(genome)]
+    assert [r["n_evaluations"] for r in logbook] == [1, 4, 4]
+    keys = [k for batch in evaluate.batches for k in batch]
+    assert len(keys) == len(set(keys)) == len(evaluations) == 9
+    assert len(population) == 3
+
+
+def test_fewer_than_mu_distinct_genomes_keeps_repeats():
+    # Nothing new can be made (mutation only ever returns the parent): the
+    # children are redrawn, then dropped, and the repeats fill the population.
+    genome = ops.random_genome(*SHAPE, np.random.default_rng(5))
+    calls = []
+
+    def copy_mutation(g, rng):
+        calls.append(1)
+        return g.copy()
+
+    population, fitness, logbook, evaluations = mu_plus_lambda(
+        [genome, genome.copy()], hamming_fitness, mu=3, n_offspring=4, cxpb=0.0,
+        n_generations=2, mate=ops.crossover, mutate=copy_mutation, rng=np.random.default_rng(0))
     assert [r["n_evaluations"] for r in logbook] == [1, 0, 0]
-    assert len(population) == 3 and len(evaluations) == 1  # fewer than mu unique: repeats kept
-
-
-def test_selection_prefers_unique_genomes():
-    population, _, _, _ = run(n_generations=10, cxpb=0.0, mutpb=0.3)  # 70% copies
-    keys = [ops.genome_key(g) for g in population]
-    assert len(set(keys)) == len(keys)
+    assert len(evaluations) == 1 and len(population) == 2
+    assert all(ops.genome_key(g) == ops.genome_key(genome) for g in population)
+    assert len(calls) == 2 * 4 * MAX_REDRAWS  # every child redrawn MAX_REDRAWS times
 
 
 def test_initial_population_larger_than_mu():
@@ -120,7 +135,7 @@ def test_initial_population_larger_than_mu():
     population = [ops.random_genome(*SHAPE, rng) for _ in range(30)]
     top = np.sort(hamming_fitness(population))[::-1][:10]
     kept, fitness, logbook, _ = mu_plus_lambda(
-        population, hamming_fitness, mu=10, n_offspring=5, cxpb=0.5, mutpb=0.5,
+        population, hamming_fitness, mu=10, n_offspring=5, cxpb=0.5,
         n_generations=0, mate=ops.crossover,
         mutate=functools.partial(ops.mutate, rate=0.1), rng=rng)
     assert len(kept) == 10 and len(logbook) == 1
@@ -137,7 +152,7 @@ def test_offspring_win_ties_on_plateau():
         seen[record["generation"]] = {ops.genome_key(g) for g in population}
 
     _, _, logbook, evaluations = run(flat, n_init=5, mu=5, n_offspring=20, cxpb=0.0,
-                                     mutpb=1.0, n_generations=1, callback=callback)
+                                     n_generations=1, callback=callback)
     assert logbook[1]["n_evaluations"] >= 5
     new = {ops.genome_key(g) for g, _ in evaluations[5:]}
     assert seen[1] <= new and not seen[1] & seen[0]
@@ -153,9 +168,135 @@ def test_failed_candidates_never_win():
     population, fitness, logbook, evaluations = run(fragile, n_generations=15)
     assert sum(r["n_failed"] for r in logbook) > 0
     assert sum(r["n_failed"] for r in logbook) == sum(not np.isfinite(f) for _, f in evaluations)
-    assert all(f == -np.inf or np.isfinite(f) for _, f in evaluations)  # nan stored as -inf
+    for genome, value in evaluations:  # diverged ones are -inf, the others their fitness
+        expected = fragile([genome])[0]
+        if np.isfinite(expected):
+            assert value == expected
+        elif expected == -np.inf:
+            assert value == -np.inf
     assert all(np.isfinite(r["best"]) and np.isfinite(r["mean"]) for r in logbook)
     assert np.isfinite(fitness[0]) and not population[0][0, 0]
+
+
+def test_no_child_copies_a_parent_or_an_evaluated_genome():
+    # Mutation returns its parent half of the time and crossover of similar
+    # parents often repeats one: those children are redrawn, so every
+    # generation still brings n_offspring genomes never seen before.
+    def lazy_mutation(genome, rng):
+        if rng.random() < 0.5:
+            return genome.copy()
+        return ops.mutate(genome, rng, rate=1 / TARGET.size)
+
+    parents_of = {}
+
+    def callback(record, population, fitness):
+        parents_of[record["generation"] + 1] = {ops.genome_key(g) for g in population}
+
+    evaluate = Recorder(hamming_fitness)
+    _, _, logbook, evaluations = run(evaluate, n_init=6, mu=6, n_offspring=8, cxpb=0.5,
+                                     n_generations=8, mutate=lazy_mutation, callback=callback)
+    assert [r["n_evaluations"] for r in logbook] == [6] + [8] * 8
+    seen = set(evaluate.batches[0])
+    for generation, batch in enumerate(evaluate.batches[1:], start=1):
+        assert not set(batch) & parents_of[generation]
+        assert not set(batch) & seen
+        assert len(set(batch)) == len(batch)
+        seen |= set(batch)
+
+
+def test_children_that_cannot_be_new_are_dropped():
+    # Mutation only ever makes one genome: it is evaluated once, then every
+    # child equal to it is redrawn MAX_REDRAWS times and dropped.
+    rng = np.random.default_rng(4)
+    start, only_child = (ops.random_genome(*SHAPE, rng) for _ in range(2))
+    calls = []
+
+    def one_child(genome, rng):
+        calls.append(1)
+        return only_child.copy()
+
+    evaluate = Recorder(hamming_fitness)
+    _, _, logbook, evaluations = mu_plus_lambda(
+        [start], evaluate, mu=2, n_offspring=3, cxpb=0.0, n_generations=2, mate=ops.crossover,
+        mutate=one_child, rng=np.random.default_rng(0))
+    assert [r["n_evaluations"] for r in logbook] == [1, 1, 0]
+    assert evaluate.batches == [[ops.genome_key(start)], [ops.genome_key(only_child)]]
+    # Generation 1: the first child is new, the other two are redrawn to the end;
+    # generation 2: all three are.
+    assert len(calls) == 1 + 2 * MAX_REDRAWS + 3 * MAX_REDRAWS
+
+
+@pytest.mark.parametrize("first_value", [np.nan, -np.inf, np.inf])
+def test_transient_failure_is_not_cached_divergence_is(first_value):
+    # Genome A fails the first time it is evaluated; afterwards it scores 0,
+    # the best possible. Mutation always proposes A again.
+    rng = np.random.default_rng(2)
+    a, b = (ops.random_genome(*SHAPE, rng) for _ in range(2))
+    key_a = ops.genome_key(a)
+    seen = []
+
+    def flaky(genomes):
+        values = hamming_fitness(genomes) - 1.0  # all below 0
+        for i, g in enumerate(genomes):
+            if ops.genome_key(g) == key_a:
+                values[i] = first_value if key_a not in seen else 0.0
+                seen.append(key_a)
+        return values
+
+    fitness_seen = []
+    population, fitness, logbook, evaluations = mu_plus_lambda(
+        [a, b], flaky, mu=1, n_offspring=3, cxpb=0.0, n_generations=2, mate=ops.crossover,
+        mutate=lambda g, r: a.copy(), rng=np.random.default_rng(0),
+        callback=lambda record, population, fitness: fitness_seen.append(fitness[0]))
+    assert logbook[0]["n_failed"] == 1
+    # Generation 0: A ranks last, B survives.
+    assert fitness_seen[0] == hamming_fitness([b])[0] - 1.0
+    if np.isnan(first_value):
+        # Not cached: A comes back as a child, is evaluated again and wins.
+        assert seen == [key_a, key_a]
+        assert [r["n_evaluations"] for r in logbook] == [2, 1, 0]
+        assert fitness[0] == 0.0 and ops.genome_key(population[0]) == key_a
+    else:
+        # Cached as -inf: A is never evaluated again, B stays the best.
+        assert seen == [key_a]
+        assert [r["n_evaluations"] for r in logbook] == [2, 0, 0]
+        assert fitness[0] == hamming_fitness([b])[0] - 1.0
+        assert [v for g, v in evaluations if ops.genome_key(g) == key_a] == [-np.inf]
+
+
+def test_a_failed_parent_is_evaluated_again():
+    # A transient failure that survives selection (mu is larger than the
+    # population) is evaluated again with the next generation.
+    rng = np.random.default_rng(3)
+    a, b = (ops.random_genome(*SHAPE, rng) for _ in range(2))
+    key_a = ops.genome_key(a)
+    evaluate_calls = []
+
+    def flaky(genomes):
+        evaluate_calls.append([ops.genome_key(g) for g in genomes])
+        values = hamming_fitness(genomes)
+        if len(evaluate_calls) == 1:
+            values[[ops.genome_key(g) == key_a for g in genomes]] = np.nan
+        return values
+
+    population, fitness, logbook, _ = mu_plus_lambda(
+        [a, b], flaky, mu=4, n_offspring=1, cxpb=0.0, n_generations=1, mate=ops.crossover,
+        mutate=functools.partial(ops.mutate, rate=0.1), rng=np.random.default_rng(0))
+    assert key_a in evaluate_calls[1]
+    assert logbook[1]["n_failed"] == 0
+    assert key_a in {ops.genome_key(g) for g in population}
+    assert np.isfinite(fitness).all()
+
+
+def test_evaluations_record_transient_failures_as_nan():
+    rng = np.random.default_rng(2)
+    a, b = (ops.random_genome(*SHAPE, rng) for _ in range(2))
+    _, _, _, evaluations = mu_plus_lambda(
+        [a, b], lambda gs: np.array([np.nan, -np.inf]), mu=2, n_offspring=1, cxpb=0.0,
+        n_generations=0, mate=ops.crossover, mutate=functools.partial(ops.mutate, rate=0.1),
+        rng=np.random.default_rng(0))
+    values = [v for _, v in evaluations]
+    assert np.isnan(values[0]) and values[1] == -np.inf
 
 
 def test_all_failed_does_not_crash():
@@ -211,7 +352,7 @@ def test_single_parent_falls_back_to_mutation():
     def mate(a, b, rng):
         raise AssertionError("crossover needs two parents")
 
-    population, _, logbook, _ = run(n_init=1, mu=1, n_offspring=5, cxpb=1.0, mutpb=0.0,
+    population, _, logbook, _ = run(n_init=1, mu=1, n_offspring=5, cxpb=1.0,
                                     n_generations=5, mate=mate)
     assert len(population) == 1 and sum(r["n_evaluations"] for r in logbook[1:]) > 0
 
@@ -237,9 +378,8 @@ def test_logbook_to_dataframe():
 
 
 @pytest.mark.parametrize("kwargs, error", [
-    (dict(cxpb=0.6, mutpb=0.5), "cxpb \\+ mutpb"),
     (dict(cxpb=-0.1), "cxpb"),
-    (dict(mutpb=1.1), "mutpb"),
+    (dict(cxpb=1.1), "cxpb"),
     (dict(mu=0), "mu"),
     (dict(n_offspring=0), "n_offspring"),
     (dict(n_generations=-1), "n_generations"),

@@ -80,11 +80,16 @@ def test_wraps_structure_search_flow(gaussian_data):
     detector.set_params(
         estimator=StructureSearchFlow(
             n_layers=2, hidden_layer_sizes=(8,), population_size=2, n_offspring=2,
-            n_generations=1, fitness_epochs=2, max_epochs=3, random_state=0,
+            n_generations=1, max_epochs=3, random_state=0,
         )
     ).fit(gaussian_data)
-    assert isinstance(detector.estimator_, StructureSearchFlow)
-    assert detector.estimator_.masks_.shape == (2, 3)
+    search = detector.estimator_
+    assert isinstance(search, StructureSearchFlow)
+    # At most n_layers active layers, over the 3 features; the chosen race entry.
+    assert search.masks_.shape[1] == 3 and 1 <= search.masks_.shape[0] <= 2
+    (chosen,) = [r for r in search.race_ if r["chosen"]]
+    assert chosen["n_layers"] == search.masks_.shape[0]
+    np.testing.assert_allclose(detector.score_samples(gaussian_data), search.score_samples(gaussian_data))
 
 
 def test_default_is_structure_search_flow(monkeypatch, gaussian_data):
@@ -97,7 +102,7 @@ def test_default_is_structure_search_flow(monkeypatch, gaussian_data):
         return original_fit(
             clone(self).set_params(
                 n_layers=2, hidden_layer_sizes=(8,), population_size=2, n_offspring=2,
-                n_generations=1, fitness_epochs=2, max_epochs=3, random_state=0,
+                n_generations=1, max_epochs=3, random_state=0,
             ),
             X,
         )
@@ -172,16 +177,19 @@ def test_breast_cancer_novelty_detection():
     assert np.mean(detector.predict(held_out) == 1) > 0.5
 
 
-@pytest.mark.parametrize("contamination", [0, 0.0, -0.1, 0.51, 1.0, "auto"])
+@pytest.mark.parametrize("contamination", [0, 0.0, -0.1, 0.51, 1.0, "auto", float("nan"), None])
 def test_bad_contamination_raises(gaussian_data, contamination):
     detector = FlowOutlierDetector(GaussianMixture(), contamination=contamination)
     with pytest.raises((ValueError, TypeError), match="contamination"):
         detector.fit(gaussian_data)
 
 
-def test_numeric_bad_contamination_is_value_error(gaussian_data):
+@pytest.mark.parametrize("contamination", [0.7, float("nan"), float("inf")])
+def test_numeric_bad_contamination_is_value_error(gaussian_data, contamination, monkeypatch):
+    # Rejected before the estimator is fitted.
+    monkeypatch.setattr(GaussianMixture, "fit", lambda *a, **k: pytest.fail("fitted"))
     with pytest.raises(ValueError, match="contamination"):
-        FlowOutlierDetector(GaussianMixture(), contamination=0.7).fit(gaussian_data)
+        FlowOutlierDetector(GaussianMixture(), contamination=contamination).fit(gaussian_data)
 
 
 def test_estimator_without_score_samples_raises(gaussian_data):

@@ -18,8 +18,10 @@ from skflowsearch import CouplingFlow, StructureSearchFlow
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SEARCH_ATTRIBUTES = (
-    "masks_", "best_score_", "population_", "population_scores_", "search_history_",
-    "evaluated_masks_", "evaluated_scores_", "n_generations_",
+    "masks_", "hidden_layer_sizes_", "best_score_", "race_", "search_history_",
+    "evaluated_masks_", "evaluated_layers_", "evaluated_hidden_layer_sizes_", "evaluated_n_parameters_",
+    "evaluated_scores_",
+    "fitness_steps_", "n_generations_",
     "mean_", "scale_", "input_matrix_", "input_log_det_", "loss_curve_",
     "validation_scores_", "best_validation_score_", "best_epoch_", "n_epochs_",
     "n_parameters_", "device_", "n_features_in_",
@@ -40,7 +42,7 @@ def _coupling_flow():
 def _search_flow(**params):
     return StructureSearchFlow(
         n_layers=3, hidden_layer_sizes=(8,), population_size=3, n_offspring=3,
-        n_generations=2, fitness_epochs=2, max_epochs=5, random_state=0, **params,
+        n_generations=1, max_epochs=5, random_state=0, **params,
     )
 
 
@@ -101,6 +103,9 @@ def test_joblib_dump_loads_in_fresh_process(fitted_search, tmp_path):
 def test_pickle_keeps_search_results(fitted_search):
     X = _data()
     restored = pickle.loads(pickle.dumps(fitted_search))
+    # The list covers every fitted attribute (the flow module is compared below).
+    fitted = {k for k in vars(fitted_search) if k.endswith("_") and not k.startswith("_")}
+    assert fitted - set(SEARCH_ATTRIBUTES) == {"flow_"}
     for name in SEARCH_ATTRIBUTES:
         _assert_same_attribute(name, getattr(fitted_search, name), getattr(restored, name))
     assert restored.search_history_ == fitted_search.search_history_
@@ -124,13 +129,15 @@ def test_deepcopy_and_refit_after_unpickling(fitted_search):
     np.testing.assert_array_equal(refitted.score_samples(X), fitted_search.score_samples(X))
 
 
-def test_pickle_without_refit_and_with_feature_names():
+def test_pickle_with_feature_names_and_pick_smallest():
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame(_data(), columns=["w", "x", "y", "z"])
-    search = _search_flow(refit=False).fit(df)
+    search = _search_flow(pick="smallest", width_choices=(0.5, 1.0)).fit(df)
     restored = pickle.loads(pickle.dumps(search))
     np.testing.assert_array_equal(restored.feature_names_in_, ["w", "x", "y", "z"])
     np.testing.assert_array_equal(restored.score_samples(df), search.score_samples(df))
+    assert restored.race_ == search.race_ and restored.hidden_layer_sizes_ == search.hidden_layer_sizes_
+    assert restored.get_params() == search.get_params()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

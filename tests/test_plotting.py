@@ -21,7 +21,7 @@ from skflowsearch.plotting import (  # noqa: E402
 
 TINY = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5, random_state=0)
 TINY_SEARCH = dict(
-    TINY, population_size=2, n_offspring=2, n_generations=1, fitness_epochs=2
+    TINY, population_size=2, n_offspring=2, n_generations=1
 )
 
 
@@ -59,6 +59,15 @@ def test_plot_search_history(search):
         assert len(line.get_xdata()) == n_generations
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "best" in labels
+    (best_line,) = [line for line in ax.get_lines() if line.get_label() == "best"]
+    np.testing.assert_array_equal(best_line.get_ydata(), [r["best"] for r in search.search_history_])
+    # The fitness is measured on the search's ranking rows, not the validation rows.
+    assert "ranking-row" in ax.get_ylabel() and "validation" not in ax.get_ylabel()
+
+
+def test_plot_search_history_with_size_penalty(X):
+    search = StructureSearchFlow(**TINY_SEARCH, size_penalty=1e-3).fit(X)
+    assert "size penalty" in plot_search_history(search).get_ylabel()
 
 
 def test_plot_search_history_uses_given_axes(search):

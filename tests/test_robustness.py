@@ -22,7 +22,7 @@ def _coupling_flow(**params):
 def _search_flow(**params):
     defaults = dict(
         n_layers=3, hidden_layer_sizes=(8,), population_size=2, n_offspring=2,
-        n_generations=1, fitness_epochs=2, max_epochs=6, batch_size=64, random_state=0,
+        n_generations=1, max_epochs=6, batch_size=64, random_state=0,
     )
     return StructureSearchFlow(**{**defaults, **params})
 
@@ -96,7 +96,10 @@ def test_fit_stays_finite(make_estimator, make_X):
         estimator.fit(X)
     _check_finite_fit(estimator, X)
     if isinstance(estimator, StructureSearchFlow):
-        assert np.all(np.isfinite(estimator.population_scores_))
+        # No candidate diverged or failed, and the race compared finite scores.
+        assert np.all(np.isfinite(estimator.evaluated_scores_))
+        assert all(np.isfinite(r["score"]) and np.isfinite(r["difference"]) for r in estimator.race_)
+        assert np.isfinite(estimator.best_score_)
 
 
 def test_heavy_tails_score_extreme_training_rows():

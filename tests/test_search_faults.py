@@ -1,15 +1,20 @@
-"""The search across workers and devices: lost worker processes, device assignment."""
+"""The search across workers and devices: lost worker processes, transient failures
+inside a whole search, device assignment."""
 
 import os
 import signal
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from skflowsearch._operators import random_genome
-from skflowsearch._search import PopulationEvaluator, _train_group
+import skflowsearch._search_flow as search_flow_module
+from skflowsearch import CouplingFlow, StructureSearchFlow
+from skflowsearch._genome import Genome
+from skflowsearch._masks import alternating_masks
+from skflowsearch._search import CandidateTrainer, _train_group
 from skflowsearch._training import TrainingConfig
 
 
@@ -27,70 +32,150 @@ def _kill_always(*args):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _evaluator(train_group, n_jobs=2):
+def _trainer(train_group, n_jobs=2):
     rng = np.random.default_rng(0)
     Z = rng.standard_normal((60, 3))
-    return PopulationEvaluator(
-        Z[:48], Z[48:],
-        config=TrainingConfig(hidden_layer_sizes=(4,), max_epochs=2),
-        search_seed=1, batch_seed=2, devices=[torch.device("cpu")], n_jobs=n_jobs,
-        group_size=1, size_penalty=0.0, score_offset=0.0, train_group=train_group,
+    trainer = CandidateTrainer(
+        Z[:40], Z[40:50], config=TrainingConfig(hidden_layer_sizes=(4,), max_epochs=2, batch_size=10),
+        width_choices=(0.5, 1.0), devices=[torch.device("cpu")], n_jobs=n_jobs, group_size=1,
+        train_group=train_group,
     )
+    return trainer, Z[50:]
 
 
-def _genomes(n):
-    rng = np.random.default_rng(3)
-    return [random_genome(2, 3, rng) for _ in range(n)]
+def _genomes():
+    return [Genome(alternating_masks(2, 3), np.array([True, True]), 1)]
 
 
-def test_a_killed_worker_is_retried_and_gives_the_same_fitness(tmp_path):
-    from functools import partial
-
-    genomes = _genomes(4)
-    expected = _evaluator(_train_group, n_jobs=1)(genomes)
-    evaluator = _evaluator(partial(_kill_first_call, str(tmp_path / "killed")))
+def test_a_killed_worker_is_retried_and_gives_the_same_result(tmp_path):
+    # One task: every retried task may land on a new worker that must import
+    # torch first (seconds); retrying several tasks is covered in test_search.py.
+    genomes = _genomes()
+    reference, Z_select = _trainer(_train_group, n_jobs=1)
+    expected = reference.train(genomes, [(1, 2)], Z_select)
+    trainer, _ = _trainer(partial(_kill_first_call, str(tmp_path / "killed")))
     with pytest.warns(RuntimeWarning, match="worker was lost"):
-        fitness = evaluator(genomes)
+        trained = trainer.train(genomes, [(1, 2)], Z_select)
     assert (tmp_path / "killed").exists()  # a worker really died
-    np.testing.assert_array_equal(fitness, expected)
-    assert len(evaluator.errors) == 1
+    np.testing.assert_array_equal(trained.selection_log_prob, expected.selection_log_prob)
+    assert not trained.failed.any()
+    assert len(trainer.errors) == 1
 
 
 def test_a_task_that_always_kills_its_worker_is_marked_failed():
-    evaluator = _evaluator(_kill_always)
+    trainer, Z_select = _trainer(_kill_always)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fitness = evaluator(_genomes(1))
-    assert fitness.tolist() == [-np.inf]
+        trained = trainer.train(_genomes(), [(1, 2)], Z_select)
+    assert trained.failed.tolist() == [[True]]
+    assert np.isnan(trained.selection_log_prob).all()
+    assert not trained.diverged.any()  # a failure, not a divergence: it may be retried
     messages = [str(w.message) for w in caught]
     assert any("worker was lost" in m for m in messages)
     assert sum("worker lost twice" in m for m in messages) == 1
 
 
-# --- devices ------------------------------------------------------------------------
+# --- transient failures inside a whole search ----------------------------------------
 
 
-def test_candidate_batches_go_to_the_devices_round_robin():
-    seen = []
+X = np.random.RandomState(0).standard_normal((60, 3)) @ np.array(
+    [[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 1.0]])
+SEARCH = dict(n_layers=3, hidden_layer_sizes=(8,), population_size=6, n_offspring=4,
+              n_generations=2, max_epochs=5, batch_size=8, learning_rate=2e-2,
+              n_candidates_per_batch=1, random_state=0)
 
-    def record_device(masks, Z_train, Z_val, seeds, batch_seed, config, device):
-        seen.append(device)
-        n = len(masks)
-        return np.zeros(n), np.zeros(n, dtype=bool), None
 
-    evaluator = _evaluator(record_device, n_jobs=1)
-    evaluator.devices = ["gpu-a", "gpu-b", "gpu-c"]  # sentinels: only the assignment is checked
-    evaluator(_genomes(7))  # group_size=1: seven batches
-    assert seen == ["gpu-a", "gpu-b", "gpu-c", "gpu-a", "gpu-b", "gpu-c", "gpu-a"]
+def _failing_trainer(monkeypatch, fails):
+    """Make the search's trainer lose the worker of every group ``fails(structure, budget)`` names."""
+    calls = []
+
+    def train_group(structure, Z_train, Z_val, Z_select, seeds, batch_seed, config, device, budget):
+        failed = bool(fails(structure, budget))
+        calls.append((len(structure[0]), dict(budget), failed))
+        if failed:
+            raise OSError("worker lost (simulated)")
+        return _train_group(structure, Z_train, Z_val, Z_select, seeds, batch_seed, config,
+                            device, budget)
+
+    monkeypatch.setattr(search_flow_module, "CandidateTrainer",
+                        partial(CandidateTrainer, train_group=train_group))
+    return calls
+
+
+def _fit_quietly(search):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return search.fit(X)
+
+
+@pytest.fixture(scope="module")
+def shallow_candidates_fail():
+    """A search in which every candidate with a layer switched off fails transiently."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        calls = _failing_trainer(monkeypatch, lambda structure, budget: not structure[1].all())
+        search = _fit_quietly(StructureSearchFlow(**SEARCH))
+    return search, calls
+
+
+def test_a_search_with_transient_failures_finishes(shallow_candidates_fail):
+    search, calls = shallow_candidates_fail
+    assert any(failed for _, _, failed in calls)  # failures did happen
+    history = search.search_history_
+    assert len(history) == SEARCH["n_generations"] + 1
+    assert sum(r["n_failed"] for r in history) > 0
+    assert all(np.isfinite(r["best"]) for r in history)
+    shallow = ~search.evaluated_layers_.all(axis=1)
+    assert shallow.any() and (~shallow).any()
+    assert not np.isfinite(search.evaluated_scores_[shallow]).any()
+    assert np.isfinite(search.evaluated_scores_[~shallow]).all()
+    # A candidate that failed is never a finalist; the alternating masks stay the reference.
+    entries = {r["entry"]: r for r in search.race_}
+    assert "alternating" in entries
+    assert entries["alternating"]["difference"] == 0.0
+    assert np.isfinite(entries["alternating"]["score"])
+    assert all(r["n_layers"] == SEARCH["n_layers"] for r in search.race_)
+    assert sum(r["chosen"] for r in search.race_) == 1
+    assert search.masks_.shape == (SEARCH["n_layers"], X.shape[1])
+    assert np.isfinite(search.score_samples(X)).all()
+
+
+def test_transient_failures_show_as_nan_in_evaluated_scores(shallow_candidates_fail):
+    search, _ = shallow_candidates_fail
+    shallow = ~search.evaluated_layers_.all(axis=1)
+    assert np.isnan(search.evaluated_scores_[shallow]).all()
+
+
+def test_a_search_whose_every_fitness_run_fails_ends_with_the_alternating_flow(monkeypatch):
+    # Only the fitness runs (the ones with a step budget) fail: the evolution
+    # learns nothing, no finalist qualifies, and the search keeps the
+    # alternating incumbent: exactly CouplingFlow with the same settings.
+    calls = _failing_trainer(monkeypatch, lambda structure, budget: "max_steps" in budget)
+    search = _fit_quietly(StructureSearchFlow(**SEARCH))
+    history = search.search_history_
+    assert all(r["n_failed"] == r["n_evaluations"] for r in history)
+    # Not cached: the failed parents are evaluated again with each generation's children.
+    mu, n_offspring = SEARCH["population_size"], SEARCH["n_offspring"]
+    n_parents = min(mu, history[0]["n_evaluations"])
+    assert [r["n_evaluations"] for r in history[1:]] == (
+        [n_offspring + n_parents] + [n_offspring + mu] * (SEARCH["n_generations"] - 1))
+    assert [r["entry"] for r in search.race_] == ["alternating"]
+    assert search.race_[0]["chosen"]
+    flow_params = {k: SEARCH[k] for k in ("n_layers", "hidden_layer_sizes", "max_epochs",
+                                          "batch_size", "learning_rate", "random_state")}
+    flow = CouplingFlow(masks="alternating", **flow_params).fit(X)
+    np.testing.assert_array_equal(search.masks_, flow.masks_)
+    np.testing.assert_array_equal(search.score_samples(X), flow.score_samples(X))
+    assert any(failed for _, _, failed in calls) and not all(failed for _, _, failed in calls)
+
+
+def test_a_search_whose_every_run_fails_raises(monkeypatch):
+    _failing_trainer(monkeypatch, lambda structure, budget: True)
+    with pytest.raises(ValueError, match="every run of the search diverged .* or failed.*worker lost"):
+        _fit_quietly(StructureSearchFlow(**SEARCH))
 
 
 def test_a_device_list_gives_the_single_device_result():
-    from skflowsearch import StructureSearchFlow
-
-    X = np.random.RandomState(0).standard_normal((80, 3))
-    params = dict(n_layers=2, hidden_layer_sizes=(8,), population_size=2, n_offspring=2,
-                  n_generations=1, fitness_epochs=2, max_epochs=3, n_candidates_per_batch=1,
-                  random_state=0)
+    params = dict(SEARCH, n_generations=1, population_size=3, n_offspring=2)
     one = StructureSearchFlow(device="cpu", **params).fit(X)
     several = StructureSearchFlow(device=["cpu", "cpu"], **params).fit(X)
     np.testing.assert_array_equal(one.evaluated_scores_, several.evaluated_scores_)

@@ -1,35 +1,39 @@
-"""``StructureSearchFlow``: estimator API, search bookkeeping and behaviour."""
+"""``StructureSearchFlow``: estimator API, search bookkeeping, the race and behaviour."""
 
+import copy
 import pickle
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import skflowsearch._search as search_module
 from skflowsearch import CouplingFlow, StructureSearchFlow
-from skflowsearch._masks import alternating_masks
-from skflowsearch._operators import genome_key, is_valid
+from skflowsearch._genome import Genome, hidden_sizes, is_valid
+from skflowsearch._masks import alternating_masks, effective_n_parameters
 from skflowsearch._training import fit_flows
 from skflowsearch.datasets import load_dataset
 
 HISTORY_KEYS = {"generation", "n_evaluations", "n_failed", "best", "mean", "std", "worst", "seconds"}
+RACE_KEYS = {"entry", "n_layers", "hidden_layer_sizes", "n_parameters", "score", "difference",
+             "standard_error", "chosen"}
 
-# Tiny budgets: every fit below takes well under a second on one core.
+# Tiny budgets: every fit below takes about half a second on one core.
 TINY = dict(
     n_layers=3,
     hidden_layer_sizes=(8,),
     population_size=4,
     n_offspring=4,
-    n_generations=2,
-    fitness_epochs=2,
-    max_epochs=6,
+    n_generations=1,
+    max_epochs=5,
     batch_size=32,
-    validation_fraction=0.2,
+    n_candidates_per_batch=2,  # several training tasks per generation
     patience=None,
     random_state=0,
 )
@@ -53,30 +57,73 @@ def search(X):
     return tiny().fit(X)
 
 
+def _validation_rows(n_samples, validation_fraction, random_state):
+    """The rows ``BaseFlow._fit`` holds out for early stopping (its first draw)."""
+    order = check_random_state(random_state).permutation(n_samples)
+    return order[: max(1, int(round(validation_fraction * n_samples)))]
+
+
+def _chosen(est):
+    (chosen,) = [r for r in est.race_ if r["chosen"]]
+    return chosen
+
+
+def _mutable_fit_flows(change):
+    """``fit_flows`` for the search's candidate trainings, with ``change(result, kwargs)`` applied."""
+
+    def patched(masks, *args, **kwargs):
+        result = fit_flows(masks, *args, **kwargs)
+        change(result, kwargs)
+        return result
+
+    return patched
+
+
+def _in_evolution(kwargs):
+    # The evolution's trainings have a step budget; incumbents and finalists do not.
+    return kwargs.get("max_steps") is not None
+
+
 # --- scikit-learn API ---------------------------------------------------------------
 
 
 @parametrize_with_checks([
     StructureSearchFlow(n_layers=2, hidden_layer_sizes=(8,), population_size=2, n_offspring=2,
-                        n_generations=1, fitness_epochs=2, max_epochs=5, random_state=0)
+                        n_generations=1, max_epochs=5, random_state=0)
 ])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
-def test_clone_and_get_params(X):
-    est = tiny(mutation_rate=0.25, callback=None)
+def test_clone_and_get_params():
+    est = tiny(mutation_rate=0.25, width_choices=(0.5, 1.0), pick="smallest", race_margin=2.0,
+               n_finalists=1, n_race_seeds=1, halving_factor=2, fitness_budget=0.5,
+               selection_fraction=0.3, callback=None)
     cloned = clone(est)
     assert cloned.get_params() == est.get_params()
     assert not hasattr(cloned, "masks_")
-    est.set_params(n_generations=0)
+    est.set_params(n_generations=0, pick="best")
     assert est.get_params()["n_generations"] == 0 and cloned.n_generations == TINY["n_generations"]
+    assert cloned.pick == "smallest"
+
+
+def test_defaults_of_the_new_design():
+    params = StructureSearchFlow().get_params()
+    assert params["validation_fraction"] == CouplingFlow().validation_fraction == 0.1
+    assert params["mutation_rate"] == "auto"
+    assert params["pick"] == "best" and params["n_generations"] == 3
+    for removed in ("fitness_epochs", "mutation_proba", "refit"):
+        assert removed not in params
+        with pytest.raises(TypeError, match=removed):
+            StructureSearchFlow(**{removed: 1})
 
 
 def test_pickle_round_trip(search, X):
     restored = pickle.loads(pickle.dumps(search))
     assert np.array_equal(restored.score_samples(X), search.score_samples(X))
     assert np.array_equal(restored.masks_, search.masks_)
+    assert restored.race_ == search.race_
+    assert restored.hidden_layer_sizes_ == search.hidden_layer_sizes_
     assert np.array_equal(restored.sample(5, random_state=1), search.sample(5, random_state=1))
     # A clone of a fitted search is unfitted but has the same parameters.
     assert clone(search).get_params() == search.get_params()
@@ -85,16 +132,28 @@ def test_pickle_round_trip(search, X):
 # --- reproducibility ----------------------------------------------------------------
 
 
+def _assert_same_search(a, b, X):
+    assert np.array_equal(a.masks_, b.masks_)
+    assert a.hidden_layer_sizes_ == b.hidden_layer_sizes_
+    assert np.array_equal(a.evaluated_masks_, b.evaluated_masks_)
+    assert np.array_equal(a.evaluated_layers_, b.evaluated_layers_)
+    assert np.array_equal(a.evaluated_n_parameters_, b.evaluated_n_parameters_)
+    assert np.array_equal(a.evaluated_scores_, b.evaluated_scores_)
+    assert a.race_ == b.race_
+    assert a.fitness_steps_ == b.fitness_steps_
+    assert a.best_score_ == b.best_score_
+    assert np.array_equal(a.score_samples(X), b.score_samples(X))
+
+
 def test_same_random_state_gives_same_result_for_any_n_jobs(search, X):
-    again = tiny(n_jobs=1).fit(X)
-    parallel = tiny(n_jobs=2, n_candidates_per_batch=2).fit(X)
-    for other in (again, parallel):
-        assert np.array_equal(other.masks_, search.masks_)
-        assert np.array_equal(other.evaluated_masks_, search.evaluated_masks_)
-        assert np.array_equal(other.evaluated_scores_, search.evaluated_scores_)
-        assert np.array_equal(other.population_, search.population_)
-        assert np.array_equal(other.score_samples(X), search.score_samples(X))
-        assert other.best_score_ == search.best_score_
+    _assert_same_search(tiny(n_jobs=1).fit(X), search, X)
+    _assert_same_search(tiny(n_jobs=2).fit(X), search, X)
+
+
+def test_other_random_state_gives_another_search(search, X):
+    other = tiny(random_state=1).fit(X)
+    assert not np.array_equal(other.evaluated_scores_, search.evaluated_scores_[: len(other.evaluated_scores_)])
+    assert not np.array_equal(other.score_samples(X), search.score_samples(X))
 
 
 # --- the search record --------------------------------------------------------------
@@ -106,50 +165,200 @@ def test_search_history(search):
     assert search.n_generations_ == TINY["n_generations"]  # patience=None: all generations run
     assert len(history) == search.n_generations_ + 1
     assert all(set(record) == HISTORY_KEYS for record in history)
-    assert [r["generation"] for r in history] == list(range(len(history)))
     frame = pd.DataFrame(history)
     assert list(frame["generation"]) == list(range(len(history)))
-    assert set(frame.columns) == HISTORY_KEYS
     # Elitism: the best fitness never decreases.
     assert frame["best"].is_monotonic_increasing
     assert (frame["worst"] <= frame["mean"] + 1e-9).all() and (frame["mean"] <= frame["best"] + 1e-9).all()
     assert frame["n_evaluations"].sum() == len(search.evaluated_masks_)
     assert frame["n_failed"].sum() == np.sum(~np.isfinite(search.evaluated_scores_)) == 0
-    assert history[-1]["best"] == search.best_score_
+    # The best ever evaluated genome survives to the last generation.
+    assert history[-1]["best"] == search.evaluated_scores_.max()
 
 
-def test_every_evaluated_genome_is_valid_and_trained_once(search, X):
-    masks = search.evaluated_masks_
-    assert masks.dtype == bool and masks.shape[1:] == (TINY["n_layers"], X.shape[1])
-    assert search.evaluated_scores_.shape == (len(masks),)
-    assert len({genome_key(g) for g in masks}) == len(masks)
-    assert all(is_valid(g) for g in masks)
-    assert all(is_valid(g) for g in search.population_)
-    assert is_valid(search.masks_)
+def test_evaluated_arrays_are_consistent(search, X):
+    masks, layers = search.evaluated_masks_, search.evaluated_layers_
+    hidden = search.evaluated_hidden_layer_sizes_
+    n_params, scores = search.evaluated_n_parameters_, search.evaluated_scores_
+    n = len(masks)
+    assert n > 0
+    assert masks.dtype == bool and masks.shape == (n, TINY["n_layers"], X.shape[1])
+    assert layers.dtype == bool and layers.shape == (n, TINY["n_layers"])
+    assert hidden.shape == (n, len(TINY["hidden_layer_sizes"]))
+    assert n_params.shape == (n,) and scores.shape == (n,)
+    widths = search.width_choices
+    choices = [hidden_sizes(TINY["hidden_layer_sizes"], widths, w) for w in range(len(widths))]
+    keys = set()
+    for m, active, sizes, count in zip(masks, layers, hidden, n_params):
+        # Each genome has one of the widths, and its parameter count is the one of its active layers.
+        assert tuple(sizes) in choices
+        assert count == effective_n_parameters(m[active], tuple(sizes))
+        genome = Genome(m, active, choices.index(tuple(sizes)))
+        assert is_valid(genome)
+        keys.add(genome.key())
+    # No genome was trained twice (nothing failed transiently here).
+    assert len(keys) == n
 
 
-def test_population_is_sorted_and_consistent(search, X):
-    population, scores = search.population_, search.population_scores_
-    assert population.shape == (TINY["population_size"], TINY["n_layers"], X.shape[1])
-    assert scores.shape == (TINY["population_size"],)
-    assert np.all(np.diff(scores) <= 0)  # best first
-    assert scores[0] == search.best_score_ == search.evaluated_scores_.max()
-    assert np.array_equal(search.masks_, population[0])
-    # The population keeps the best distinct genomes ever evaluated, with
-    # their recorded fitness.
-    recorded = {genome_key(g): s for g, s in zip(search.evaluated_masks_, search.evaluated_scores_)}
-    assert [recorded[genome_key(g)] for g in population] == scores.tolist()
-    assert len({genome_key(g) for g in population}) == len(population)
-    assert np.array_equal(np.sort(search.evaluated_scores_)[::-1][: len(scores)], scores)
-
-
-def test_initial_population_holds_alternating_masks(search, X):
+def test_initial_population_starts_with_alternating_masks(search, X):
     alternating = alternating_masks(TINY["n_layers"], X.shape[1])
     assert np.array_equal(search.evaluated_masks_[0], alternating)
-    assert np.array_equal(search.evaluated_masks_[1], ~alternating)
-    # Hence the search never ends below the alternating structure on its own fitness.
-    assert search.best_score_ >= search.evaluated_scores_[0]
-    assert search.best_score_ >= search.evaluated_scores_[1]
+    assert search.evaluated_layers_[0].all()
+    assert search.evaluated_n_parameters_[0] == effective_n_parameters(alternating, TINY["hidden_layer_sizes"])
+
+
+def test_fitness_budget(search):
+    assert isinstance(search.fitness_steps_, int) and search.fitness_steps_ >= 1
+
+
+def _check_race(est, X):
+    race = est.race_
+    assert all(set(record) == RACE_KEYS for record in race)
+    names = [r["entry"] for r in race]
+    # The incumbents first (the alternating masks at their head), then the finalists.
+    n_incumbents = sum(not name.startswith("finalist") for name in names)
+    assert names[0] == "alternating" and len(set(names)) == len(names)
+    assert names[n_incumbents:] == [f"finalist {i + 1}" for i in range(len(race) - n_incumbents)]
+    assert len(race) - n_incumbents <= est.n_finalists
+    assert sum(r["chosen"] for r in race) == 1
+    alternating = race[0]
+    assert alternating["n_layers"] == est.n_layers
+    assert alternating["difference"] == 0.0 and alternating["standard_error"] == 0.0
+    for r in race:
+        # difference is the paired mean difference to the alternating masks.
+        assert r["score"] - alternating["score"] == pytest.approx(r["difference"], abs=1e-9)
+        assert r["standard_error"] >= 0
+    # The fitted search is the chosen record.
+    chosen = _chosen(est)
+    assert est.masks_.shape == (chosen["n_layers"], X.shape[1])
+    assert est.flow_.n_layers == est.masks_.shape[0]
+    assert est.hidden_layer_sizes_ == tuple(chosen["hidden_layer_sizes"])
+    assert est.n_parameters_ == chosen["n_parameters"]
+    assert est.n_parameters_ == effective_n_parameters(est.masks_, est.hidden_layer_sizes_, est.actnorm)
+    assert est.best_score_ == chosen["score"]
+    if est.pick == "best":
+        # The best of the alternating masks and the challengers that beat them by the margin.
+        qualified = [r for r in race if r is alternating
+                     or r["difference"] > est.race_margin * r["standard_error"]]
+        assert chosen["difference"] == max(r["difference"] for r in qualified)
+        assert any(r is chosen for r in qualified)
+    return chosen
+
+
+def test_race_records_match_the_fitted_search(search, X):
+    _check_race(search, X)
+    assert search.race_[0]["hidden_layer_sizes"] == TINY["hidden_layer_sizes"]
+    assert search.race_[0]["n_parameters"] == effective_n_parameters(
+        alternating_masks(TINY["n_layers"], X.shape[1]), TINY["hidden_layer_sizes"])
+
+
+def test_pick_smallest_never_picks_a_larger_model(X):
+    smaller = []
+    for random_state in (1, 4):
+        best = tiny(random_state=random_state, race_margin=1.0).fit(X)
+        smallest = tiny(random_state=random_state, race_margin=1.0, pick="smallest").fit(X)
+        _check_race(best, X)
+        _check_race(smallest, X)
+        # The pick rule changes nothing but the pick.
+        assert [{k: v for k, v in r.items() if k != "chosen"} for r in best.race_] == \
+            [{k: v for k, v in r.items() if k != "chosen"} for r in smallest.race_]
+        assert smallest.n_parameters_ <= best.n_parameters_
+        if _chosen(smallest)["entry"] == _chosen(best)["entry"]:
+            np.testing.assert_array_equal(smallest.score_samples(X), best.score_samples(X))
+        smaller.append(smallest.n_parameters_ < best.n_parameters_)
+    # The race can hold a smaller entry within one standard error of the best
+    # one (measured at random_state=1: 120 vs 204 parameters).
+    assert any(smaller)
+
+
+# --- the exactness property ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(),
+        dict(n_layers=2, hidden_layer_sizes=(4, 4), whiten=False, validation_fraction=0.25,
+             learning_rate=3e-3, weight_decay=1e-4, n_iter_no_change=2, batch_size=16, random_state=3),
+    ],
+    ids=["defaults", "other-settings"],
+)
+def test_alternating_winner_is_exactly_coupling_flow(X, settings):
+    # race_margin=1e9: no challenger can qualify, so the alternating masks win.
+    search = tiny(**settings, race_margin=1e9, pick="best").fit(X)
+    params = search.get_params()
+    assert _chosen(search)["entry"] == "alternating"
+    shared = ("n_layers", "hidden_layer_sizes", "whiten", "max_epochs", "batch_size", "learning_rate",
+              "weight_decay", "validation_fraction", "n_iter_no_change", "random_state")
+    flow = CouplingFlow(masks="alternating", **{k: params[k] for k in shared}).fit(X)
+    np.testing.assert_array_equal(search.masks_, flow.masks_)
+    assert search.hidden_layer_sizes_ == flow.hidden_layer_sizes_ == tuple(params["hidden_layer_sizes"])
+    np.testing.assert_allclose(search.mean_, flow.mean_, rtol=1e-12)
+    np.testing.assert_allclose(search.input_matrix_, flow.input_matrix_, rtol=1e-12)
+    assert search.n_epochs_ == flow.n_epochs_ and search.best_epoch_ == flow.best_epoch_
+    np.testing.assert_allclose(search.validation_scores_, flow.validation_scores_, rtol=1e-9)
+    np.testing.assert_allclose(search.score_samples(X), flow.score_samples(X), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(search.sample(20, random_state=0), flow.sample(20, random_state=0),
+                               rtol=1e-9, atol=1e-9)
+    assert search.n_parameters_ == flow.n_parameters_
+
+
+def test_challenger_winner_differs_from_coupling_flow(X):
+    # The converse: with race_margin=0 a challenger that is better on the
+    # selection rows replaces the alternating masks (random_state=0: measured).
+    search = tiny(race_margin=0.0).fit(X)
+    chosen = _chosen(search)
+    assert chosen["entry"] != "alternating" and chosen["difference"] > 0
+    flow = CouplingFlow(**{k: TINY[k] for k in ("n_layers", "hidden_layer_sizes", "max_epochs",
+                                                  "batch_size", "random_state")}).fit(X)
+    assert not np.allclose(search.score_samples(X), flow.score_samples(X))
+
+
+def test_unsorted_width_choices_keep_the_incumbent_at_full_width(X):
+    search = tiny(width_choices=(1.0, 0.5), race_margin=1e9).fit(X)
+    assert search.race_[0]["hidden_layer_sizes"] == TINY["hidden_layer_sizes"]
+    assert search.hidden_layer_sizes_ == TINY["hidden_layer_sizes"]
+
+
+# --- the final flow ------------------------------------------------------------------
+
+
+def test_normalizer_is_fitted_on_the_training_rows(search, X):
+    validation = _validation_rows(len(X), search.validation_fraction, TINY["random_state"])
+    train = np.setdiff1d(np.arange(len(X)), validation)
+    np.testing.assert_allclose(search.mean_, X[train].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(search.scale_, X[train].std(axis=0), rtol=1e-12)
+    assert not np.allclose(search.mean_, X.mean(axis=0), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(size_penalty=1.0), dict(width_choices=(0.5,), size_penalty=1.0)],
+    ids=["smaller-winner", "half-width-choice"],
+)
+def test_final_flow_is_built_at_its_real_size(X, settings):
+    est = tiny(**settings).fit(X)
+    chosen = _check_race(est, X)
+    # One nat per parameter: a smaller challenger wins by a wide margin.
+    assert chosen["n_parameters"] < est.race_[0]["n_parameters"]
+    assert est.hidden_layer_sizes_ in {(4,), (8,)}
+    flow = est.flow_
+    n_layers, n_features = est.masks_.shape
+    assert flow.n_members == 1 and flow.n_layers == n_layers
+    sizes = (n_features, *est.hidden_layer_sizes_, 2 * n_features)
+    assert [tuple(w.shape) for w in flow.weights] == [
+        (1, n_layers, a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+    assert [tuple(b.shape) for b in flow.biases] == [(1, n_layers, 1, b) for b in sizes[1:]]
+    np.testing.assert_array_equal(flow.masks[0].numpy().astype(bool), est.masks_)
+    # Every parameter counted by n_parameters_ is live, and no other.
+    module = copy.deepcopy(flow)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, dtype=parameter.dtype,
+                                             generator=torch.Generator().manual_seed(0)))
+    module.zero_grad()
+    module.log_prob(torch.from_numpy(est._flow_input(X[:50]))).sum().backward()
+    assert sum(int((p.grad != 0).sum()) for p in module.parameters()) == est.n_parameters_
 
 
 def test_final_flow_attributes(search, X):
@@ -162,126 +371,95 @@ def test_final_flow_attributes(search, X):
     assert search.sample(7, random_state=0).shape == (7, X.shape[1])
 
 
+def test_size_penalty_is_subtracted_per_parameter(search, X):
+    penalty = 1e-3
+    penalised = tiny(size_penalty=penalty, n_generations=0).fit(X)
+    n0 = search.search_history_[0]["n_evaluations"]
+    assert penalised.search_history_[0]["n_evaluations"] == n0
+    # Same candidates and trainings in generation 0: the penalty does not change the draws.
+    np.testing.assert_array_equal(penalised.evaluated_masks_, search.evaluated_masks_[:n0])
+    np.testing.assert_allclose(
+        penalised.evaluated_scores_,
+        search.evaluated_scores_[:n0] - penalty * search.evaluated_n_parameters_[:n0], rtol=1e-12)
+    # The alternating masks race with the same penalty.
+    for a, b in zip(penalised.race_[:1], search.race_[:1]):
+        assert a["score"] == pytest.approx(b["score"] - penalty * b["n_parameters"], rel=1e-12)
+
+
 # --- failures during the search ------------------------------------------------------
 
 
 def test_diverging_candidates_do_not_crash_the_search(X, monkeypatch):
-    calls = []
+    def diverge(result, kwargs):
+        if _in_evolution(kwargs):
+            result.diverged[:] = True
 
-    def first_member_diverges(masks, *args, **kwargs):
-        result = fit_flows(masks, *args, **kwargs)
-        calls.append(genome_key(np.asarray(masks[0])))
-        result.diverged[0] = True
-        return result
-
-    # Patches only the fitness training (the final flow trains through _base).
-    monkeypatch.setattr(search_module, "fit_flows", first_member_diverges)
+    monkeypatch.setattr(search_module, "fit_flows", _mutable_fit_flows(diverge))
     est = tiny(n_jobs=1).fit(X)  # n_jobs=1: the patch is seen in-process
+    assert np.all(est.evaluated_scores_ == -np.inf)
+    assert [r["n_failed"] for r in est.search_history_] == [r["n_evaluations"] for r in est.search_history_]
+    # No finalist with a finite fitness: the incumbents race alone.
+    assert not any(r["entry"].startswith("finalist") for r in est.race_)
+    _check_race(est, X)
+    assert np.isfinite(est.best_score_) and np.isfinite(est.score_samples(X)).all()
 
-    scores = est.evaluated_scores_
-    failed = ~np.isfinite(scores)
-    assert len(calls) >= 2  # generation 0 and at least one later one
-    assert failed.sum() == len(calls)
-    assert np.all(scores[failed] == -np.inf)
-    assert sum(r["n_failed"] for r in est.search_history_) == len(calls)
-    assert est.search_history_[0]["n_failed"] == 1
-    # The alternating genome is the first member of the first group.
-    assert scores[0] == -np.inf
-    assert not np.array_equal(est.masks_, alternating_masks(TINY["n_layers"], X.shape[1]))
-    # The result is a genome with finite fitness, and the final flow works.
-    assert np.isfinite(est.best_score_)
-    recorded = {genome_key(g): s for g, s in zip(est.evaluated_masks_, scores)}
-    assert recorded[genome_key(est.masks_)] == est.best_score_
-    assert genome_key(est.masks_) not in set(calls)
+
+def test_every_run_diverging_raises_and_leaves_no_fitted_state(X, monkeypatch):
+    def diverge(result, kwargs):
+        result.diverged[:] = True
+
+    monkeypatch.setattr(search_module, "fit_flows", _mutable_fit_flows(diverge))
+    est = tiny(n_jobs=1)
+    with pytest.raises(ValueError, match=r"every run of the search diverged \(NaN or inf loss or "
+                                         r"validation score\) or failed\. Try"):
+        est.fit(X)
+    fitted = [k for k in vars(est) if k.endswith("_") and not k.startswith("__")]
+    assert fitted == []
+
+
+def _evolution_out_of_memory(monkeypatch):
+    def fit_or_oom(masks, *args, **kwargs):
+        if _in_evolution(kwargs):
+            raise MemoryError("out of memory (simulated)")
+        return fit_flows(masks, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "fit_flows", fit_or_oom)
+
+
+def test_out_of_memory_candidates_warn_and_the_incumbents_race(X, monkeypatch):
+    _evolution_out_of_memory(monkeypatch)
+    with pytest.warns(RuntimeWarning, match=r"could not be trained.*simulated"):
+        est = tiny(n_jobs=1).fit(X)
+    assert not np.isfinite(est.evaluated_scores_).any()
+    assert not any(r["entry"].startswith("finalist") for r in est.race_)
     assert np.isfinite(est.score_samples(X)).all()
 
 
-def test_raising_group_warns_and_continues(X, monkeypatch):
-    n_calls = []
-
-    def raise_once(masks, *args, **kwargs):
-        n_calls.append(len(masks))
-        if len(n_calls) == 1:
-            raise RuntimeError("out of memory (simulated)")
-        return fit_flows(masks, *args, **kwargs)
-
-    monkeypatch.setattr(search_module, "fit_flows", raise_once)
+def test_out_of_memory_candidates_score_nan(X, monkeypatch):
+    _evolution_out_of_memory(monkeypatch)
     with pytest.warns(RuntimeWarning, match="simulated"):
-        est = tiny(n_jobs=1, n_candidates_per_batch=2).fit(X)
-    assert est.search_history_[0]["n_failed"] == n_calls[0] == 2
-    assert np.all(est.evaluated_scores_[:2] == -np.inf)
-    assert np.isfinite(est.best_score_)
+        est = tiny(n_jobs=1).fit(X)
+    assert np.isnan(est.evaluated_scores_).all()
 
 
-def test_every_candidate_failing_raises_and_leaves_no_fitted_state(X, monkeypatch):
-    def all_diverge(masks, *args, **kwargs):
-        result = fit_flows(masks, *args, **kwargs)
-        result.diverged[:] = True
-        return result
-
-    monkeypatch.setattr(search_module, "fit_flows", all_diverge)
-    est = tiny(n_generations=1, n_jobs=1)
-    # Diverged, none raised: the message lists no (empty) errors.
-    with pytest.raises(ValueError, match=r"every candidate .*diverged \(NaN or inf loss or validation score\) or failed\. Try"):
-        est.fit(X)
-    assert not hasattr(est, "masks_") and not hasattr(est, "search_history_")
-
-
-def test_every_candidate_raising_names_the_errors(X, monkeypatch):
-    def all_raise(masks, *args, **kwargs):
-        raise RuntimeError("out of memory (simulated)")
-
-    monkeypatch.setattr(search_module, "fit_flows", all_raise)
-    with pytest.warns(RuntimeWarning, match="simulated"):
-        with pytest.raises(ValueError, match=r"or failed \(first errors: \[.*out of memory \(simulated\)"):
-            tiny(n_generations=1, n_jobs=1).fit(X)
-
-
-# --- refit ---------------------------------------------------------------------------
-
-
-def test_refit_continues_the_best_candidates_run(search):
-    # The refit replays the winner's fitness run (same initial weights and
-    # minibatches) and trains on, so it can only end at or above its fitness.
-    assert search.best_validation_score_ >= search.best_score_ - 1e-6
-    assert search.n_epochs_ > TINY["fitness_epochs"]
-
-
-def test_refit_false_keeps_the_candidate_as_trained(search, X):
-    est = tiny(refit=False, size_penalty=0.0).fit(X)
-    # Same masks, seeds, minibatches and budget as during the search, so the
-    # final flow's validation score is the fitness (up to thread-count rounding).
-    assert est.best_validation_score_ == pytest.approx(est.best_score_, abs=1e-4)
-    assert est.n_epochs_ <= TINY["fitness_epochs"]
-    # ``search`` is the same search with refit=True: trained again, with max_epochs.
-    assert np.array_equal(search.masks_, est.masks_)
-    assert est.best_score_ == search.best_score_
-    assert search.n_epochs_ > TINY["fitness_epochs"]
-    assert not np.array_equal(search.score_samples(X), est.score_samples(X))
-
-
-def test_size_penalty_lowers_best_score(search, X):
-    penalised = tiny(size_penalty=1e-3, n_generations=0).fit(X)
-    assert penalised.best_score_ < search.best_score_
-    # Same candidates in generation 0 (the penalty does not change the draws).
-    assert np.array_equal(penalised.evaluated_masks_[:2], search.evaluated_masks_[:2])
-    assert np.all(penalised.evaluated_scores_[:2] < search.evaluated_scores_[:2])
+@pytest.mark.parametrize("n_jobs, error", [(0, ValueError), (2.5, TypeError), ("two", TypeError)])
+def test_bad_n_jobs_raises_before_training(X, n_jobs, error, monkeypatch):
+    # Not taken for a lost worker and retried: checked with the other parameters.
+    monkeypatch.setattr(search_module, "fit_flows", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(error, match="n_jobs"):
+        tiny(n_jobs=n_jobs).fit(X)
 
 
 # --- stopping -------------------------------------------------------------------------
 
 
-def _constant_fitness(masks, *args, **kwargs):
-    result = fit_flows(masks, *args, **kwargs)
-    result.best_validation_score[:] = 0.0
-    return result
-
-
 def test_patience_stops_when_best_stalls(X, monkeypatch):
     # Every candidate gets the same fitness: the best never strictly improves.
-    # (With patience=None the same search runs all generations: see
-    # test_search_history.)
-    monkeypatch.setattr(search_module, "fit_flows", _constant_fitness)
+    def constant(result, kwargs):
+        if _in_evolution(kwargs):
+            result.selection_log_prob[:] = 0.0
+
+    monkeypatch.setattr(search_module, "fit_flows", _mutable_fit_flows(constant))
     est = tiny(n_generations=6, patience=2, n_jobs=1).fit(X)
     assert est.n_generations_ == 2
     assert len(est.search_history_) == 3
@@ -312,16 +490,24 @@ def test_callback_receives_records_and_can_stop(X):
     seen = []
 
     def callback(record, population, fitness):
-        seen.append((dict(record), [g.copy() for g in population], np.array(fitness)))
+        seen.append((dict(record), list(population), np.array(fitness)))
         return record["generation"] == 1
 
     est = tiny(n_generations=3, callback=callback).fit(X)
     assert est.n_generations_ == 1
     assert len(seen) == 2
     assert [r for r, _, _ in seen] == est.search_history_
-    record, population, fitness = seen[-1]
-    assert np.array_equal(np.stack(population), est.population_)
-    assert np.array_equal(fitness, est.population_scores_)
+    for record, population, fitness in seen:
+        assert 1 <= len(population) == len(fitness) <= TINY["population_size"]
+        assert all(isinstance(g, Genome) and is_valid(g) for g in population)
+        assert np.all(np.diff(fitness) <= 0) and fitness[0] == record["best"]
+    # The final population's genomes are among the evaluated ones, with their fitness.
+    recorded = {}
+    for m, active, score in zip(est.evaluated_masks_, est.evaluated_layers_, est.evaluated_scores_):
+        recorded.setdefault((m[active].tobytes(), active.tobytes()), []).append(score)
+    _, population, fitness = seen[-1]
+    for genome, value in zip(population, fitness):
+        assert value in recorded[(genome.real_masks().tobytes(), genome.active.tobytes())]
 
 
 def test_callback_returning_false_and_generous_max_time_do_not_stop(X):
@@ -334,12 +520,12 @@ def test_callback_returning_false_and_generous_max_time_do_not_stop(X):
 
 
 def test_verbose_progress_output(X, capfd):
-    tiny(n_generations=1, verbose=0).fit(X)
+    tiny(verbose=0).fit(X)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
 
     pytest.importorskip("tqdm")
-    tiny(n_generations=1, verbose=1).fit(X)
+    tiny(verbose=1).fit(X)
     out, err = capfd.readouterr()
     assert "structure search" in err  # the tqdm bar
     assert "] epoch" not in out  # epoch lines only from verbose=2
@@ -349,50 +535,13 @@ def test_verbose_without_tqdm_prints_lines(X, capfd, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import raises ImportError
-    est = tiny(n_generations=1, verbose=2).fit(X)
+    est = tiny(verbose=2).fit(X)
     out, _ = capfd.readouterr()
     lines = out.splitlines()
     generation_lines = [line for line in lines if line.startswith("[StructureSearchFlow] generation")]
-    assert len(generation_lines) == 2
+    assert len(generation_lines) == TINY["n_generations"] + 1
     epoch_lines = [line for line in lines if line.startswith("[StructureSearchFlow] epoch")]
     assert len(epoch_lines) == est.n_epochs_ > 0
-
-
-# --- parameter validation ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "params, error",
-    [
-        (dict(crossover_proba=0.6, mutation_proba=0.6), ValueError),
-        (dict(population_size=0), ValueError),
-        (dict(n_offspring=0), ValueError),
-        (dict(n_generations=-1), ValueError),
-        (dict(fitness_epochs=0), ValueError),
-        (dict(mutation_rate=1.5), ValueError),
-        (dict(mutation_rate=-0.1), ValueError),
-        (dict(crossover_proba=-0.1), ValueError),
-        (dict(size_penalty=-1.0), ValueError),
-        (dict(patience=0), ValueError),
-        (dict(max_time=-1.0), ValueError),
-        (dict(n_candidates_per_batch=0), ValueError),
-        (dict(n_layers=0), ValueError),
-        (dict(device="tpu"), ValueError),
-        (dict(callback="x"), TypeError),
-        (dict(population_size=2.5), TypeError),
-    ],
-)
-def test_bad_params_raise(X, params, error):
-    with pytest.raises(error):
-        tiny(**params).fit(X)
-
-
-@pytest.mark.parametrize("n_jobs, error", [(0, ValueError), (2.5, TypeError), ("two", TypeError)])
-def test_bad_n_jobs_raises_before_training(X, n_jobs, error, monkeypatch):
-    # Not taken for a lost worker and retried: checked with the other parameters.
-    monkeypatch.setattr(search_module, "fit_flows", lambda *a, **k: pytest.fail("trained"))
-    with pytest.raises(error, match="n_jobs"):
-        tiny(n_jobs=n_jobs).fit(X)
 
 
 # --- composition ----------------------------------------------------------------------
@@ -400,63 +549,57 @@ def test_bad_n_jobs_raises_before_training(X, n_jobs, error, monkeypatch):
 
 def test_grid_search_cv(X):
     grid = GridSearchCV(
-        tiny(n_generations=1, max_epochs=3),
-        {"n_generations": [0, 1], "mutation_rate": [0.1, 0.3]},
+        tiny(max_epochs=3),
+        {"n_generations": [0, 1], "pick": ["best", "smallest"]},
         cv=2,
     ).fit(X)
     assert np.isfinite(grid.best_score_)
     assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
     assert grid.best_params_["n_generations"] in (0, 1)
     assert np.isfinite(grid.score(X))
+    assert grid.best_estimator_.pick == grid.best_params_["pick"]
 
 
 def test_pipeline_with_scaler(X):
-    pipe = make_pipeline(StandardScaler(), tiny(n_generations=1)).fit(X)
+    pipe = make_pipeline(StandardScaler(), tiny()).fit(X)
     scores = pipe.score_samples(X)
     assert scores.shape == (len(X),) and np.isfinite(scores).all()
     assert np.isfinite(pipe.score(X))
-    assert pipe[-1].masks_.shape == (TINY["n_layers"], X.shape[1])
+    assert pipe[-1].masks_.shape == (_chosen(pipe[-1])["n_layers"], X.shape[1])
 
 
 # --- on a real dataset ------------------------------------------------------------------
 
 
-def test_search_matches_alternating_masks_on_breast_cancer():
-    """The searched flow is at least as good as the alternating flow on held-out data.
+@pytest.mark.parametrize("random_state", [2, 3])
+def test_search_against_alternating_masks_on_breast_cancer(random_state):
+    """The search ends with CouplingFlow's model, or with a challenger that beat it on the race rows.
 
-    Setup: breast_cancer, 25% test split (random_state=0); n_layers=4,
-    hidden (32,), max_epochs=50 for both; search with fitness_epochs=10,
-    n_generations=2, population_size=4, n_offspring=4. Both estimators use
-    validation_fraction=0.2 (the search's default), so with the same
-    random_state they train and validate on the very same rows; only the
-    masks and the final flow's initial weights differ.
+    Setup: breast_cancer, 25% test split (random_state=0); n_layers=4, hidden
+    (16,), max_epochs=20 for both; the search with n_generations=1,
+    population_size=4, n_offspring=4 and race_margin=1.0 (set here, so that
+    the measurements below do not move with the default).
 
-    Measured margins, searched - alternating test log-likelihood (nats/row),
-    with the final flow continuing the best candidate's run (same initial
-    weights and minibatches):
-
-    - seeds 0-19: +0.000 +0.167 +0.328 +4.383 +5.646 +0.000 -0.117 +0.000
-      +0.184 +1.508 +0.000 +3.394 -0.965 +3.595 +0.082 -2.528 +0.000 +3.896
-      +0.727 +2.336: holds for 17 of 20 (mean +1.13), 5 of them exact ties
-      where both flows early-stop at their initial weights (the whitened
-      Gaussian).
-    - Before the refit continued the winner's run (fresh weights), the same
-      sweep held for 18 of 20 (mean +0.96); with CouplingFlow at its own
-      validation_fraction=0.1 for 5 of 10; on diabetes for 5 of 10 (margins
-      within +-0.3).
-
-    So this is a regression check at one seed, not evidence that the search
-    reliably beats the alternating masks at this small budget. Seed 3 trains
-    both flows past their initial weights and its margin is not a tie.
+    Measured, searched - alternating test log-likelihood (nats/row), seeds
+    0-11: +0.18 +0.41 0 +0.49 +0.33 0 0 -0.70 -0.16 0 0 +0.52. The 5 zeros
+    are seeds where the alternating masks won the race: then the two models
+    are the same. A challenger won 7 times, and was better on the test rows
+    5 times (mean over the 12 seeds +0.09). So the held-out comparison below
+    is a regression check at one seed (3, a challenger's win), not evidence
+    that the search reliably beats the alternating masks at this budget.
     """
     X = load_dataset("breast_cancer")
     X_train, X_test = train_test_split(X, test_size=0.25, random_state=0)
-    common = dict(n_layers=4, hidden_layer_sizes=(32,), max_epochs=50,
-                  validation_fraction=0.2, random_state=3)
-    searched = StructureSearchFlow(**common, fitness_epochs=10, n_generations=2,
-                                   population_size=4, n_offspring=4).fit(X_train)
+    common = dict(n_layers=4, hidden_layer_sizes=(16,), max_epochs=20, random_state=random_state)
+    searched = StructureSearchFlow(**common, n_generations=1, population_size=4,
+                                   n_offspring=4, race_margin=1.0).fit(X_train)
     baseline = CouplingFlow(masks="alternating", **common).fit(X_train)
-    # Elitism: on its own fitness the search never ends below the alternating genome.
-    assert np.array_equal(searched.evaluated_masks_[0], alternating_masks(4, X.shape[1]))
-    assert searched.best_score_ >= searched.evaluated_scores_[0]
-    assert searched.score(X_test) >= baseline.score(X_test)
+    chosen = _check_race(searched, X_train)
+    if chosen["entry"] == "alternating":
+        np.testing.assert_allclose(searched.score_samples(X_test), baseline.score_samples(X_test),
+                                   rtol=1e-9, atol=1e-9)
+    else:
+        assert chosen["difference"] > searched.race_margin * chosen["standard_error"]
+        assert searched.score(X_test) >= baseline.score(X_test)
+    # Seed 2: the alternating masks won (measured); seed 3: a challenger did.
+    assert (chosen["entry"] == "alternating") == (random_state == 2)

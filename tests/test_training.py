@@ -272,15 +272,19 @@ def test_member_diverging_mid_training_is_isolated():
     with torch.no_grad():
         score = mean_log_prob(broken.module, torch.tensor(X_VAL, dtype=torch.float32))
     np.testing.assert_allclose(score[1].item(), broken.best_validation_score[1], rtol=1e-6)
-    # the other members did not notice
+    # the other members did not notice; from epoch 5 on they train in a stack
+    # of two (the diverged member is dropped), which rounds in the last bits
     for member in (0, 2):
-        np.testing.assert_array_equal(broken.train_loss[:, member], clean.train_loss[:, member])
-        np.testing.assert_array_equal(
-            broken.validation_score[:, member], clean.validation_score[:, member]
+        np.testing.assert_array_equal(broken.train_loss[:4, member], clean.train_loss[:4, member])
+        np.testing.assert_allclose(broken.train_loss[:, member], clean.train_loss[:, member], rtol=1e-5)
+        np.testing.assert_allclose(
+            broken.validation_score[:, member], clean.validation_score[:, member], rtol=1e-5
         )
-        assert broken.best_validation_score[member] == clean.best_validation_score[member]
+        np.testing.assert_allclose(
+            broken.best_validation_score[member], clean.best_validation_score[member], rtol=1e-5
+        )
         for a, b in zip(broken.module.parameters(), clean.module.parameters()):
-            assert torch.equal(a[member], b[member])
+            torch.testing.assert_close(a[member], b[member], rtol=1e-4, atol=1e-5)
 
 
 def test_member_nan_from_the_start_is_diverged(alone):

@@ -445,3 +445,109 @@ def test_standard_normal_log_prob(z):
 def test_standard_normal_log_prob_at_zero():
     z = torch.zeros(1, 3, dtype=torch.float64)
     assert standard_normal_log_prob(z).item() == pytest.approx(-1.5 * math.log(2 * math.pi))
+
+
+# --- depth and width inside a stack ---------------------------------------------------
+
+
+@st.composite
+def structured_stacks(draw):
+    """A perturbed stack whose members differ in active layers and hidden widths."""
+    n_members = draw(st.integers(1, 3))
+    n_layers = draw(st.integers(1, 4))
+    n_features = draw(st.integers(2, 5))
+    hidden = tuple(draw(st.lists(st.integers(2, 6), min_size=1, max_size=2)))
+    masks = repair(draw(hnp.arrays(np.bool_, (n_members, n_layers, n_features))))
+    active = draw(hnp.arrays(np.bool_, (n_members, n_layers)))
+    active[~active.any(axis=1), 0] = True
+    widths = np.array([[draw(st.integers(1, h)) for h in hidden] for _ in range(n_members)])
+    actnorm = draw(st.booleans())
+    module = CouplingFlowStack(
+        torch.as_tensor(masks), hidden, list(range(n_members)), actnorm=actnorm,
+        layer_active=torch.as_tensor(active), hidden_widths=torch.as_tensor(widths),
+    ).double()
+    perturb(module, draw(seeds))
+    x = draw(hnp.arrays(np.float64, (draw(st.integers(1, 4)), n_features), elements=finite))
+    return module, masks, active, widths, hidden, torch.from_numpy(x)
+
+
+def real_size_member(module, member, masks, active, widths, hidden):
+    """The flow member ``member`` stands for, built at its real depth and width.
+
+    Its parameters are the stack's, restricted to the active layers and the
+    live hidden units.
+    """
+    layers = np.flatnonzero(active[member])
+    small = CouplingFlowStack(
+        torch.as_tensor(masks[member][layers][None]), tuple(int(w) for w in widths[member]), [0],
+        actnorm=module.actnorm,
+    ).double()
+    units = [slice(None)] + [slice(0, int(w)) for w in widths[member]] + [slice(None)]
+    with torch.no_grad():
+        for i, (weight, bias) in enumerate(zip(small.weights, small.biases)):
+            rows, columns = units[i], units[i + 1]
+            weight.copy_(module.weights[i][member, layers][:, rows, columns][None])
+            bias.copy_(module.biases[i][member, layers][..., columns][None])
+        if module.actnorm:
+            small.actnorm_log_scale.copy_(module.actnorm_log_scale[member, layers][None])
+            small.actnorm_bias.copy_(module.actnorm_bias[member, layers][None])
+            small.actnorm_initialized.fill_(True)
+    return small
+
+
+@fast
+@given(structured_stacks())
+def test_gated_member_is_the_real_size_flow(case):
+    module, masks, active, widths, hidden, x = case
+    z, log_det = module(x)
+    for member in range(module.n_members):
+        small = real_size_member(module, member, masks, active, widths, hidden)
+        z_small, log_det_small = small(x)
+        torch.testing.assert_close(z[member], z_small[0], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(log_det[member], log_det_small[0], rtol=1e-10, atol=1e-10)
+
+
+@fast
+@given(structured_stacks())
+def test_gated_stack_inverse_and_log_det(case):
+    module, *_, x = case
+    z, log_det = module(x)
+    x_back, inverse_log_det = module.inverse(z)
+    torch.testing.assert_close(x_back, x.expand_as(x_back), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(inverse_log_det, -log_det, rtol=1e-8, atol=1e-8)
+    for member in range(module.n_members):
+        jacobian = torch.autograd.functional.jacobian(lambda row: module(row[None])[0][member, 0], x[0])
+        expected = torch.linalg.slogdet(jacobian).logabsdet
+        torch.testing.assert_close(log_det[member, 0], expected, rtol=1e-8, atol=1e-8)
+
+
+def test_inactive_layers_leave_the_data_unchanged_also_at_actnorm_init():
+    masks = np.array([[[True, False, False], [False, True, True]]])
+    module = CouplingFlowStack(torch.as_tensor(masks), (4,), [0], layer_active=torch.tensor([[False, False]]))
+    x = torch.randn(50, 3) * 3 + 1
+    module.initialize_actnorm(x)  # statistics are written, but the gates zero them
+    z, log_det = module(x)
+    torch.testing.assert_close(z[0], x)
+    assert torch.all(log_det == 0)
+
+
+def test_structure_arguments_are_checked():
+    masks = torch.ones(2, 3, 4, dtype=torch.bool)
+    masks[..., 0] = False
+    with pytest.raises(ValueError, match="layer_active"):
+        CouplingFlowStack(masks, (4,), [0, 1], layer_active=torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"hidden_widths\[:, 0\]"):
+        CouplingFlowStack(masks, (4,), [0, 1], hidden_widths=torch.tensor([[5], [1]]))
+
+
+def test_assign_state_changes_the_member_count():
+    masks = repair(np.random.default_rng(0).random((3, 2, 4)) < 0.5)
+    module = make_stack(masks, (5,), [0, 1, 2])
+    x = torch.randn(6, 4, dtype=torch.float64)
+    before = module.log_prob(x)
+    keep = torch.tensor([2, 0])
+    module.assign_state({k: v[keep] for k, v in module.state_dict().items() if v.dim() > 0})
+    assert module.n_members == 2
+    torch.testing.assert_close(module.log_prob(x), before[keep])
+    module.log_prob(x).sum().backward()  # new leaves: autograd accepts the new shapes
+    assert all(p.grad is not None and p.grad.shape[0] == 2 for p in module.parameters())
