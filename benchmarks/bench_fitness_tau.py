@@ -35,6 +35,10 @@ from benchmarks.classical_baselines import split_standardize  # noqa: E402
 from benchmarks.datasets_extra import load_table  # noqa: E402
 
 
+# Search settings of the run (--budget etc. override the defaults).
+SEARCH_PARAMS = {}
+
+
 def genomes_of(search):
     """``(masks, hidden_layer_sizes, fitness)`` of every evaluated genome with finite fitness."""
     scores = np.asarray(search.evaluated_scores_, dtype=float)
@@ -58,7 +62,7 @@ def run(name, split, n_genomes):
     X_fit = np.vstack([X_train, X_val])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        search = StructureSearchFlow(random_state=split, n_jobs=2).fit(X_fit)
+        search = StructureSearchFlow(random_state=split, n_jobs=2, **SEARCH_PARAMS).fit(X_fit)
         evaluated = sorted(genomes_of(search), key=lambda g: g[2])
         picks = np.unique(np.linspace(0, len(evaluated) - 1, n_genomes).round().astype(int))
         fitness, held_out = [], []
@@ -75,7 +79,13 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["iris", "diabetes", "breast_cancer", "digits"])
     parser.add_argument("--splits", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--genomes", type=int, default=8)
+    parser.add_argument("--fitness-budget", type=float, default=None,
+                        help="StructureSearchFlow(fitness_budget=...) instead of the default")
+    parser.add_argument("--halving-factor", type=int, default=None)
     args = parser.parse_args(argv)
+    for name in ("fitness_budget", "halving_factor"):
+        if getattr(args, name) is not None:
+            SEARCH_PARAMS[name] = getattr(args, name)
     import torch
 
     torch.set_num_threads(1)

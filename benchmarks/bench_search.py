@@ -74,13 +74,14 @@ def _choose_and_refit(make, settings, X_train, X_val, X_fit):
     return model
 
 
-def run_split(name, split, quick, baselines):
+def run_split(name, split, quick, baselines, search_params=None):
     from skflowsearch import CouplingFlow, StructureSearchFlow
 
     X_train, X_val, X_test = split_standardize(load_table(name, split), random_state=split)
     X_fit = np.vstack([X_train, X_val])
     small = dict(max_epochs=5, n_layers=2, hidden_layer_sizes=(8,)) if quick else {}
     search_small = dict(population_size=2, n_offspring=2, n_generations=1) if quick else {}
+    search_small.update(search_params or {})
     record = {"dataset": name, "split": split, "shape": list(X_fit.shape)}
 
     flow, flow_seconds = _fit(CouplingFlow(random_state=split, **small), X_fit)
@@ -219,6 +220,9 @@ def main(argv=None):
                         help="JSON-lines file the results are appended to (and read from)")
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, for a smoke test")
+    parser.add_argument("--search-params", type=json.loads, default={},
+                        help='StructureSearchFlow settings other than the defaults, as JSON, '
+                             'e.g. \'{"fitness_budget": 1.0}\'')
     args = parser.parse_args(argv)
     import torch
     from threadpoolctl import threadpool_limits
@@ -240,7 +244,8 @@ def main(argv=None):
                 for split in range(args.first_split, args.first_split + args.splits):
                     if (name, split, args.quick) in done:
                         continue
-                    record = run_split(name, split, args.quick, args.baselines)
+                    record = run_split(name, split, args.quick, args.baselines, args.search_params)
+                    record["search_params"] = args.search_params
                     record["quick"] = args.quick
                     records = [r for r in records if (r["dataset"], r["split"], bool(r.get("quick")))
                                != (name, split, args.quick)] + [record]

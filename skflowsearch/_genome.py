@@ -212,23 +212,25 @@ def _balanced_cut(weights, side, rng):
 def initial_genomes(X, n_layers, n_widths, size, rng):
     """The structures the search starts from, best guesses first.
 
-    Alternating masks; data-driven dependence masks; alternating masks over a
-    random permutation of the features; random halves (``CouplingFlow``'s
-    ``masks="random"``); alternating masks at half the depth and at the
-    narrowest width (the size axis); then random genomes.
+    Alternating masks; data-driven dependence masks; alternating masks at
+    half the depth and at the narrowest width (the size axis); alternating
+    masks over a random permutation of the features; random halves
+    (``CouplingFlow``'s ``masks="random"``); a second dependence split; then
+    random genomes. A small ``size`` keeps the first ones.
     """
     n_features = X.shape[1]
     alternating = alternating_masks(n_layers, n_features)
-    genomes = [Genome.full(alternating, n_widths)]
-    genomes += [Genome.full(m, n_widths) for m in dependence_masks(X, n_layers, rng)]
-    genomes.append(Genome.full(alternating[:, rng.permutation(n_features)], n_widths))
-    halves = random_masks(n_layers, n_features, np.random.RandomState(rng.integers(2**32)))
-    genomes.append(Genome.full(halves, n_widths))
+    dependence = [Genome.full(m, n_widths) for m in dependence_masks(X, n_layers, rng)]
+    genomes = [Genome.full(alternating, n_widths)] + dependence[:1]
     if n_layers >= 2:
-        half = np.arange(n_layers) < max(2, n_layers // 2)
+        half = np.arange(n_layers) < max(1, n_layers // 2)
         genomes.append(Genome(alternating, half, n_widths - 1))
     if n_widths > 1:
         genomes.append(Genome(alternating, np.ones(n_layers, dtype=bool), 0))
+    genomes.append(Genome.full(alternating[:, rng.permutation(n_features)], n_widths))
+    halves = random_masks(n_layers, n_features, np.random.RandomState(rng.integers(2**32)))
+    genomes.append(Genome.full(halves, n_widths))
+    genomes += dependence[1:]
     unique = {}
     for genome in genomes:
         genome = genome if is_valid(genome) else repair(genome, rng)

@@ -78,9 +78,9 @@ class StructureSearchFlow(BaseFlow):
         Hidden widths of each coupling layer's tanh MLP at full width.
     population_size : int, default=8
         Genomes kept each generation (mu).
-    n_offspring : int, default=16
+    n_offspring : int, default=8
         Children made each generation (lambda).
-    n_generations : int, default=3
+    n_generations : int, default=2
         Generations after the initial one.
     crossover_proba : float, default=0.3
         Probability that a child is a crossover of two parents (each layer
@@ -95,16 +95,19 @@ class StructureSearchFlow(BaseFlow):
         Conditioner widths a genome can take, as fractions in (0, 1] of
         ``hidden_layer_sizes``; the full width (1.0, the alternating
         incumbent's) is always one of them.
-    fitness_budget : float, default=0.3
+    fitness_budget : float, default=1.0
         Optimizer steps of a fully evaluated candidate, as a fraction of the
         steps the alternating incumbent needed to reach its best validation
-        score (at least 30 steps).
+        score (at least 30 steps). Shorter runs rank candidates worse: at 0.3
+        Kendall's tau between fitness and held-out score was below 0.2 on the
+        benchmark tables, at 1.0 up to 0.86 (``benchmarks/README.md``).
     halving_factor : int, default=3
         Successive halving inside a batch of candidates: all get
         ``1 / halving_factor`` of the fitness budget, the best
         ``1 / halving_factor`` of them the rest. 1 trains all fully.
-    selection_fraction : float, default=0.2
-        Fraction of the non-validation rows held out to rank candidates.
+    selection_fraction : float, default=0.3
+        Fraction of the non-validation rows held out to rank candidates (one
+        half) and to judge the race (the other half).
     n_finalists : int, default=2
         Genomes of the evolution that race the alternating masks at the full
         budget.
@@ -130,10 +133,11 @@ class StructureSearchFlow(BaseFlow):
         Stop the evolution after the generation during which this many
         seconds passed (the incumbent, the race and the final training
         come on top).
-    n_candidates_per_batch : int, default=8
+    n_candidates_per_batch : int, default=4
         Most candidates trained together as one stacked model (one joblib
         task); a generation is cut into the fewest batches of near-equal
-        size. The batches do not depend on ``n_jobs``, nor does the result.
+        size, so the default generation of 8 keeps two workers busy. The
+        batches do not depend on ``n_jobs``, nor does the result.
     callback : callable or None, default=None
         ``callback(record, population, fitness)`` after every generation,
         with ``record`` a row of ``search_history_``; returning True stops
@@ -236,14 +240,14 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         hidden_layer_sizes=(64, 64),
         *,
         population_size=8,
-        n_offspring=16,
-        n_generations=3,
+        n_offspring=8,
+        n_generations=2,
         crossover_proba=0.3,
         mutation_rate="auto",
         width_choices=(0.25, 0.5, 1.0),
-        fitness_budget=0.3,
+        fitness_budget=1.0,
         halving_factor=3,
-        selection_fraction=0.2,
+        selection_fraction=0.3,
         n_finalists=2,
         n_race_seeds=2,
         race_margin=2.0,
@@ -251,7 +255,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         size_penalty=0.0,
         patience=None,
         max_time=None,
-        n_candidates_per_batch=8,
+        n_candidates_per_batch=4,
         callback=None,
         checkpoint=None,
         whiten=True,

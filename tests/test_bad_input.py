@@ -147,7 +147,7 @@ FIT_CASES = [
 # the features (whiten=True) or at least 2.
 SEARCH_FIT_CASES = {
     "5-samples": _error(ValueError, r"the search trains its candidates on \d+ rows \(4 training rows minus "
-                                    r"\d+ selection rows, selection_fraction=0\.2\); it needs more rows than "
+                                    r"\d+ selection rows, selection_fraction=0\.3\); it needs more rows than "
                                     r"features\. Pass more rows, a smaller selection_fraction or "
                                     r"validation_fraction, or whiten=False\."),
 }
