@@ -1,7 +1,8 @@
 """What every flow estimator of the package shares: input validation, the
 normalizing map, training one final flow, scoring, sampling and persistence.
 
-Subclasses decide only which masks the final flow gets (``_choose_masks``).
+Subclasses decide only the structure of the final flow (``_choose_structure``:
+its masks and hidden layer sizes).
 """
 
 import copy
@@ -11,17 +12,18 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import resolve_device, resolve_devices
 from ._masks import check_hidden_layer_sizes, effective_n_parameters
 from ._preprocessing import fit_affine_normalizer
+from . import _training
 from ._training import TrainingConfig, fit_flows
 
 _SEED_HIGH = 2**63 - 1
-_SCORE_CHUNK = 65536
 
 
 def check_real(value, name, **bounds):
@@ -43,7 +45,7 @@ def draw_seeds(rng, n):
     return [int(s) for s in rng.randint(0, 2**62, size=n, dtype=np.int64)]
 
 
-class BaseFlow(DensityMixin, BaseEstimator):
+class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Base class of the flow density estimators. Not for direct use."""
 
     # --- validation ----------------------------------------------------------------
@@ -197,6 +199,16 @@ class BaseFlow(DensityMixin, BaseEstimator):
                 "learning_rate or max_log_scale.",
                 RuntimeWarning,
             )
+        elif result.n_epochs[0] >= self.max_epochs:
+            # Early stopping did not end the training: the validation score was
+            # still improving within the last n_iter_no_change epochs.
+            warnings.warn(
+                f"{type(self).__name__}: the final training reached max_epochs={self.max_epochs} "
+                f"while the validation log-likelihood was still improving (best at epoch "
+                f"{result.best_epoch[0]}); the flow may be undertrained. Consider a larger "
+                "max_epochs.",
+                ConvergenceWarning,
+            )
         self.masks_ = np.asarray(masks, dtype=bool)
         self.hidden_layer_sizes_ = tuple(hidden_layer_sizes)
         # Kept in float64: a row scores the same to ~1e-15 whatever batch it is in.
@@ -235,16 +247,9 @@ class BaseFlow(DensityMixin, BaseEstimator):
         """
         Z = self._flow_input(X)
         finite = np.isfinite(Z).all(axis=1)
-        Z = Z[finite]
-        device = self.flow_.masks.device
-        log_density = np.empty(Z.shape[0])
-        with torch.no_grad():
-            for start in range(0, Z.shape[0], _SCORE_CHUNK):
-                chunk = torch.from_numpy(Z[start : start + _SCORE_CHUNK]).to(device)
-                log_density[start : start + chunk.shape[0]] = self.flow_.log_prob(chunk)[0].cpu().numpy()
         out = np.full(finite.shape[0], -np.inf)
-        out[finite] = log_density + self.input_log_det_
-        return out
+        out[finite] = self._in_chunks(lambda rows: self.flow_.log_prob(rows)[0], Z[finite])
+        return out + self.input_log_det_
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X`` (nats per row); higher is better.
@@ -281,9 +286,69 @@ class BaseFlow(DensityMixin, BaseEstimator):
         check_scalar(n_samples, "n_samples", numbers.Integral, min_val=1)
         (seed,) = draw_seeds(check_random_state(random_state), 1)
         generator = torch.Generator().manual_seed(seed)
+        out = np.empty((int(n_samples), self.n_features_in_))
         with torch.no_grad():
-            Z = self.flow_.sample(int(n_samples), generator)[0].cpu().numpy()
+            # In chunks, like score_samples: memory stays that of the output.
+            for start in range(0, out.shape[0], _training.ROW_CHUNK):
+                n = min(_training.ROW_CHUNK, out.shape[0] - start)
+                out[start : start + n] = self._denormalize(self.flow_.sample(n, generator)[0].cpu().numpy())
+        return out
+
+    def transform(self, X):
+        """Map rows to the flow's latent space, where the fitted density is a standard normal.
+
+        The rows are normalized (``(X - mean_) @ input_matrix_``) and passed
+        through every layer of the flow: the result is a joint
+        Gaussianization of the features, where ``QuantileTransformer`` or
+        ``PowerTransformer`` act column by column.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_features)
+            Latent rows (float64); ``inverse_transform`` maps them back.
+        """
+        Z = self._flow_input(X)
+        return self._in_chunks(lambda rows: self.flow_(rows)[0][0], Z, Z.shape[1:])
+
+    def inverse_transform(self, X):
+        """Map latent rows back to the original feature space (the inverse of ``transform``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Latent rows, e.g. from ``transform`` or standard normal draws.
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        Z = validate_data(self, X, reset=False, dtype=np.float64)
+        return self._denormalize(self._in_chunks(lambda rows: self.flow_.inverse(rows)[0][0], Z, Z.shape[1:]))
+
+    def _in_chunks(self, function, Z, per_row_shape=()):
+        """``function`` (torch rows -> a result per row) on the rows of ``Z``, chunk by chunk.
+
+        Writes into one preallocated array, so memory stays that of the output.
+        """
+        device = self.flow_.masks.device
+        out = np.empty((Z.shape[0], *per_row_shape))
+        with torch.no_grad():
+            for start in range(0, Z.shape[0], _training.ROW_CHUNK):
+                chunk = torch.from_numpy(np.ascontiguousarray(Z[start : start + _training.ROW_CHUNK]))
+                out[start : start + chunk.shape[0]] = function(chunk.to(device)).cpu().numpy()
+        return out
+
+    def _denormalize(self, Z):
         return np.linalg.solve(self.input_matrix_.T, Z.T).T + self.mean_
+
+    @property
+    def _n_features_out(self):
+        return self.n_features_in_
 
     # --- persistence ---------------------------------------------------------------
 

@@ -10,7 +10,9 @@ class CouplingFlow(BaseFlow):
     The data are standardized (and, by default, whitened) with statistics of
     the training data; a stack of masked affine coupling layers then maps them
     to a standard normal. ``score_samples`` returns exact log-densities in the
-    original feature space.
+    original feature space; ``transform`` gives the latent (standard normal)
+    rows and ``inverse_transform`` maps them back, so the flow is also a
+    joint Gaussianizing transformer.
 
     Parameters
     ----------
@@ -41,6 +43,10 @@ class CouplingFlow(BaseFlow):
         Maximum number of passes over the training rows. Every minibatch of a
         pass has ``batch_size`` rows: the remainder of the shuffled rows (fewer
         than ``batch_size``) is left out of that pass.
+        When the final training runs all of them (early stopping did not
+        end it: the validation score was still improving), ``fit`` warns
+        with scikit-learn's ``ConvergenceWarning``, as ``MLPClassifier``
+        does.
     batch_size : int, default=128
         Minibatch size (capped at the number of training rows).
     learning_rate : float, default=1e-3
@@ -68,13 +74,16 @@ class CouplingFlow(BaseFlow):
     ----------
     masks_ : ndarray of shape (n_layers, n_features), dtype=bool
         The masks of the fitted flow.
+    hidden_layer_sizes_ : tuple of int
+        Hidden widths of the fitted flow's conditioners.
     flow_ : torch.nn.Module
         The fitted flow (a one-member ``CouplingFlowStack`` in float64) acting on
         the normalized features ``(X - mean_) @ input_matrix_``.
     mean_ : ndarray of shape (n_features,)
-        Per-feature mean of the training data.
+        Per-feature mean of the training rows (the validation rows excluded: the
+        normalizer never sees them).
     scale_ : ndarray of shape (n_features,)
-        Per-feature standard deviation of the training data.
+        Per-feature standard deviation of the training rows.
     input_matrix_ : ndarray of shape (n_features, n_features)
         Linear part of the normalizing map: ``diag(1 / scale_)``, times the
         whitening matrix when ``whiten=True``.
@@ -117,6 +126,8 @@ class CouplingFlow(BaseFlow):
     (3,)
     >>> flow.sample(5, random_state=0).shape
     (5, 4)
+    >>> flow.transform(X[:3]).shape
+    (3, 4)
     """
 
     def __init__(

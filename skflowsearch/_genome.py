@@ -39,11 +39,6 @@ __all__ = [
     "repair",
 ]
 
-# A child equal to its parent (or to an already evaluated genome) is redrawn
-# at most this many times by the search.
-MAX_REDRAWS = 20
-
-
 @dataclass(frozen=True, eq=False)
 class Genome:
     """One candidate structure; see the module docstring."""
@@ -173,7 +168,7 @@ def dependence_masks(X, n_layers, rng, n_partitions=2):
             weights = np.abs(np.nan_to_num(spearmanr(X).statistic))
     weights = np.array(weights, dtype=float)
     np.fill_diagonal(weights, 0.0)
-    # Max-cut: split by the eigenvectors of the most negative eigenvalues of -W.
+    # Max-cut: split by the signs of the eigenvectors of the smallest eigenvalues of W.
     _, vectors = np.linalg.eigh(weights)
     stacks, seen = [], set()
     for k in range(min(n_partitions, n_features)):

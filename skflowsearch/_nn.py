@@ -1,8 +1,11 @@
 """The network: a population of masked affine coupling flows in one module.
 
 :class:`CouplingFlowStack` holds ``n_members`` independent flows of the same
-depth and widths that differ only in their masks (and weights). Every
-parameter carries the member index as its leading dimension and the
+maximum depth and widths that differ in their masks, weights, and in which
+layers and hidden units are live (an inactive layer is the identity, a
+masked hidden unit outputs zero), so candidates of different sizes train in
+one stack (inactive layers and masked units are still computed, at the size
+of the largest member). Every parameter carries the member index as its leading dimension and the
 conditioners run as batched matrix products, so a whole population trains as
 one model: the members' losses are summed, and as no operation mixes members,
 each one's gradients are exactly those it would get alone. A single flow is the
@@ -80,7 +83,12 @@ class CouplingFlowStack(nn.Module):
         for i, gates in enumerate(_unit_gates(hidden_widths, n_members, n_layers, hidden_layer_sizes)):
             self.register_buffer(f"unit_gates_{i}", gates)
         self.n_hidden = len(hidden_layer_sizes)
-        self._init_weights(seeds)
+        # Fan-in of each weight matrix per member: its live units, as the flow
+        # built at the member's real width would have.
+        fan_in = torch.tensor([[n_features, *hidden_layer_sizes[:-1]]] * n_members, dtype=torch.float64)
+        if hidden_widths is not None:
+            fan_in[:, 1:] = torch.as_tensor(hidden_widths, dtype=torch.float64)[:, :-1]
+        self._init_weights(seeds, fan_in)
 
     @property
     def n_members(self):
@@ -95,12 +103,12 @@ class CouplingFlowStack(nn.Module):
         return self.masks.shape[2]
 
     @torch.no_grad()
-    def _init_weights(self, seeds):
+    def _init_weights(self, seeds, fan_in):
         # nn.Linear's default scale; the output layer stays zero (identity flow).
         for member, seed in enumerate(seeds):
             generator = torch.Generator().manual_seed(int(seed))
-            for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
-                bound = 1.0 / math.sqrt(weight.shape[-2])
+            for i, (weight, bias) in enumerate(zip(self.weights[:-1], self.biases[:-1])):
+                bound = 1.0 / math.sqrt(float(fan_in[member, i]))
                 for tensor in (weight, bias):
                     values = torch.rand(tensor.shape[1:], generator=generator, dtype=tensor.dtype)
                     tensor[member] = (2.0 * values - 1.0) * bound
@@ -273,6 +281,7 @@ class CouplingFlowStack(nn.Module):
                 setattr(module, attribute, nn.Parameter(value.clone()))
             else:
                 setattr(module, attribute, value.clone())
+
 
 def _layer_gates(layer_active, n_members, n_layers):
     if layer_active is None:

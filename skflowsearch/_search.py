@@ -66,7 +66,7 @@ def _train_group(structure, Z_train, Z_val, Z_select, seeds, batch_seed, config,
         halves = [slice(0, n // 2), slice(n // 2, n)]
         parts = [
             _train_group(tuple(a[h] for a in structure), Z_train, Z_val, Z_select, seeds[h],
-                         batch_seed, config, device, budget)
+                         batch_seed, config, device, _halved_budget(budget, n, h.stop - h.start))
             for h in halves
         ]
         return GroupOutput(
@@ -77,6 +77,14 @@ def _train_group(structure, Z_train, Z_val, Z_select, seeds, batch_seed, config,
     per_epoch = result.n_steps // np.maximum(result.n_epochs, 1)
     return GroupOutput(result.selection_log_prob, result.diverged, result.n_steps,
                        result.best_epoch * per_epoch)
+
+
+def _halved_budget(budget, n, part):
+    """``budget`` for ``part`` of a group of ``n``: each rung keeps its share of the members."""
+    budget = dict(budget)
+    if budget.get("rungs"):
+        budget["rungs"] = tuple((steps, max(1, -(-keep * part // n))) for steps, keep in budget["rungs"])
+    return budget
 
 
 @dataclass
@@ -114,8 +122,10 @@ class CandidateTrainer:
         The task run for each group. Anything a parallel call raises other
         than an error of the code itself (``TypeError``, ``ValueError``, ...)
         is taken for a lost worker (a killed process, a dead dask worker):
-        those groups are run again one by one, and a group lost again is
-        marked failed (transient), never cached as a bad candidate.
+        then every group of the call is run again one by one (also those
+        that had finished: a parallel call returns all or nothing), and a
+        group lost again is marked failed (transient), never cached as a bad
+        candidate.
 
     Attributes
     ----------

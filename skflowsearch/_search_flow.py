@@ -315,7 +315,10 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         check_integer(self.n_offspring, "n_offspring", min_val=1)
         check_integer(self.n_generations, "n_generations", min_val=0)
         check_real(self.crossover_proba, "crossover_proba", min_val=0, max_val=1)
-        if not (isinstance(self.mutation_rate, str) and self.mutation_rate == "auto"):
+        if isinstance(self.mutation_rate, str):
+            if self.mutation_rate != "auto":
+                raise ValueError(f'mutation_rate must be "auto" or a number in [0, 1]; got {self.mutation_rate!r}.')
+        else:
             check_real(self.mutation_rate, "mutation_rate", min_val=0, max_val=1)
         choices = self.width_choices
         if (not isinstance(choices, (tuple, list)) or not choices
@@ -336,6 +339,8 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         if self.patience is not None:
             check_integer(self.patience, "patience", min_val=1)
         if self.max_time is not None:
+            if isinstance(self.max_time, bool):
+                raise TypeError(f"max_time must be None or a number; got {self.max_time!r}.")
             check_scalar(self.max_time, "max_time", numbers.Real, min_val=0)  # inf: no limit
             if np.isnan(self.max_time):
                 raise ValueError("max_time must be None or a number >= 0; got nan.")
@@ -382,7 +387,13 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         (seed,) = draw_seeds(rng, 1)
         search_rng = np.random.default_rng(seed)
         X_fit, X_rank, X_race = self._split_selection(X_train, search_rng)
-        mean, _, matrix, log_det = fit_affine_normalizer(X_fit, whiten=self.whiten)
+        try:
+            mean, _, matrix, log_det = fit_affine_normalizer(X_fit, whiten=self.whiten)
+        except ValueError as exc:
+            raise ValueError(
+                f"on the {len(X_fit)} rows that train the search's candidates (the training rows "
+                f"less the selection rows): {exc}"
+            ) from exc
         Z_fit, Z_val, Z_rank, Z_race = ((A - mean) @ matrix for A in (X_fit, X_val, X_rank, X_race))
         seeds = [int(s) for s in search_rng.integers(0, 2**62, size=2 * (1 + self.n_race_seeds))]
         fitness_seeds, race_seeds = [tuple(seeds[:2])], list(zip(seeds[2::2], seeds[3::2]))
@@ -402,9 +413,11 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         incumbent_runs = saved.get("incumbents")
         if incumbent_runs is None:
             incumbent_runs = trainer.train(incumbents, race_seeds, Z_race)
-        save = self.checkpoint and partial(_save_checkpoint, self.checkpoint, fingerprint, incumbent_runs)
-        if save and "incumbents" not in saved:
-            save(None)
+        save = None
+        if self.checkpoint is not None:
+            save = partial(_save_checkpoint, self.checkpoint, fingerprint, incumbent_runs)
+            if "incumbents" not in saved:
+                save(None)
         self.fitness_steps_ = self._fitness_steps(incumbent_runs)
 
         def penalty(genomes):
@@ -423,7 +436,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
                 n_generations=self.n_generations, mate=crossover,
                 mutate=partial(_mutate, rate=self.mutation_rate, n_widths=len(widths)),
                 rng=evolution_rng, key=Genome.key, patience=self.patience, max_time=self.max_time,
-                callback=progress, state=saved.get("evolution"), checkpoint=save or None,
+                callback=progress, state=saved.get("evolution"), checkpoint=save,
             )
         finally:
             progress.close()
@@ -571,7 +584,8 @@ def _paired(per_row, reference):
         difference = per_row - reference
         mean = difference.mean(axis=1)
         n = per_row.shape[1]
-        error = difference.std(axis=1, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(len(per_row))
+        # One row has no spread to measure: nothing can clear a margin on it.
+        error = difference.std(axis=1, ddof=1) / np.sqrt(n) if n > 1 else np.full(len(per_row), np.inf)
     mean = np.where(np.isfinite(mean), mean, -np.inf)
     return mean, np.where(np.isfinite(error), error, np.inf)
 

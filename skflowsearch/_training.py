@@ -18,7 +18,9 @@ import torch
 
 from ._nn import CouplingFlowStack
 
-_EVAL_CHUNK = 16384
+# Rows evaluated at once wherever a flow scores or maps many rows (validation,
+# score_samples, transform, sample): bounds the memory of the activations.
+ROW_CHUNK = 16384
 
 # Torch threads of one training run on the CPU. The flows are small MLPs on
 # minibatches of ~100 rows: a second thread buys little, and two threads per
@@ -111,7 +113,7 @@ def mean_log_prob(module, X):
 def log_prob_rows(module, X):
     """Log-density of every row of ``X`` under each member, shape (n_members, n_rows)."""
     return torch.cat(
-        [module.log_prob(X[start : start + _EVAL_CHUNK]) for start in range(0, X.shape[0], _EVAL_CHUNK)],
+        [module.log_prob(X[start : start + ROW_CHUNK]) for start in range(0, X.shape[0], ROW_CHUNK)],
         dim=1,
     )
 

@@ -6,6 +6,8 @@ log-absolute-determinant of the Jacobian, per row. The networks that produce
 the scale and shift live in :mod:`skflowsearch._nn`.
 """
 
+import math
+
 import torch
 
 
@@ -52,9 +54,13 @@ def affine_inverse(y, log_scale, shift):
     return x, (-log_scale.sum(-1)).expand(x.shape[:-1])
 
 
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
 def standard_normal_log_prob(z):
-    """Log-density of a standard normal, summed over the last dimension."""
-    n_features = z.shape[-1]
-    return -0.5 * (z * z).sum(-1) - 0.5 * n_features * torch.log(
-        torch.tensor(2.0 * torch.pi, dtype=z.dtype, device=z.device)
-    )
+    """Log-density of a standard normal, summed over the last dimension.
+
+    The constant is a Python float: no tensor is created on the device (on a
+    GPU that would be a host-to-device copy every call).
+    """
+    return -0.5 * (z * z).sum(-1) - 0.5 * z.shape[-1] * _LOG_2PI

@@ -1,11 +1,12 @@
-"""Command line interface: ``skflowsearch {search,score,sample}``.
+"""Command line interface: ``skflowsearch {search,score,sample,transform}``.
 
 ``search`` fits :class:`~skflowsearch.StructureSearchFlow` (and, with
 ``--compare``, a :class:`~skflowsearch.CouplingFlow` with alternating masks)
 to a CSV file or a bundled dataset and saves the searched model with joblib;
 its estimator options take their defaults and help from the estimators;
 ``score`` writes the log-density of every row of a CSV file under a saved
-model; ``sample`` draws rows from a saved model.
+model; ``sample`` draws rows from a saved model; ``transform`` writes the
+latent rows of a CSV file.
 
 CSV files are read with the standard library: comma-separated numeric
 columns, with an optional header row (recognised when the first row holds a
@@ -15,6 +16,7 @@ value that is not a number). Bad input ends the command with one
 
 import argparse
 import csv
+import io
 import math
 import os
 import sys
@@ -48,6 +50,9 @@ def _is_number(text):
 def read_csv(path):
     """Read a numeric CSV file.
 
+    Well-formed files are parsed by numpy in one vectorized pass; when that
+    fails, the file is read again cell by cell to say where and why.
+
     Parameters
     ----------
     path : str
@@ -68,24 +73,63 @@ def read_csv(path):
     """
     import numpy as np
 
+    text = _read_text(path)
+    first_line, _, _ = text.lstrip("\ufeff").lstrip("\r\n").partition("\n")
+    first = [cell.strip() for cell in next(csv.reader([first_line]), [])]
+    names = None
+    if any(cell and not _is_number(cell) for cell in first):
+        names = [cell or f"x{j}" for j, cell in enumerate(first)]
+    if '"' not in text:  # no quoting: numpy's parser reads exactly what csv would
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "input contained no data": handled below
+                X = np.loadtxt(io.StringIO(text.lstrip("\ufeff")), delimiter=",", dtype=np.float64,
+                               skiprows=int(names is not None) + _leading_blank_lines(text),
+                               ndmin=2, comments=None)
+        except ValueError:
+            X = None
+        if X is not None and X.size and np.isfinite(X).all() and (names is None or
+                                                                   X.shape[1] == len(names)):
+            return X, names
+    return _read_csv_cells(path, text)
+
+
+def _read_text(path):
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            lines = []
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank line
-                lines.append((reader.line_num, [cell.strip() for cell in row]))
+            return handle.read()
     except FileNotFoundError:
         raise CLIError(f"data file not found: {path}") from None
     except IsADirectoryError:
         raise CLIError(f"data file is a directory: {path}") from None
     except UnicodeDecodeError:
         raise CLIError(f"{path} is not a text CSV file") from None
-    except csv.Error as exc:
-        raise CLIError(f"{path} is not a valid CSV file: {exc}") from None
     except OSError as exc:
         raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _leading_blank_lines(text):
+    count = 0
+    for line in text.lstrip("\ufeff").splitlines():
+        if line.strip():
+            break
+        count += 1
+    return count
+
+
+def _read_csv_cells(path, text):
+    """The cell-by-cell reader: slow, but it names the line, column and value at fault."""
+    import numpy as np
+
+    try:
+        reader = csv.reader(io.StringIO(text))
+        lines = []
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            lines.append((reader.line_num, [cell.strip() for cell in row]))
+    except csv.Error as exc:
+        raise CLIError(f"{path} is not a valid CSV file: {exc}") from None
     if not lines:
         raise CLIError(f"{path} holds no data")
 
@@ -146,18 +190,17 @@ class _NoClose:
 def _write_csv(path, header, columns):
     """Write equally long ``columns`` under ``header``.
 
-    Float columns are written at full precision (``repr``), integer columns
-    as integers.
+    Float columns are written at full precision (17 significant digits, which
+    read back to the same float64), integer columns as integers.
     """
-    columns = [
-        column.astype(int).tolist() if column.dtype.kind in "iub" else column.astype(float).tolist()
-        for column in columns
-    ]
+    import numpy as np
+
+    formats = ["%d" if column.dtype.kind in "iub" else "%.17g" for column in columns]
+    table = np.column_stack([np.asarray(column, dtype=np.float64) for column in columns])
     with _open_output(path) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
-        for row in zip(*columns):
-            writer.writerow([repr(value) for value in row])
+        np.savetxt(handle, table, fmt=formats, delimiter=",")
 
 
 def _with_names(X, names):
@@ -378,6 +421,23 @@ def _run_sample(args):
     return 0
 
 
+def _run_transform(args):
+    from ._outlier import FlowOutlierDetector
+
+    model = _load_model(args.model)
+    flow = model.estimator_ if isinstance(model, FlowOutlierDetector) else model
+    if not callable(getattr(flow, "transform", None)):
+        raise CLIError(f"the model in {args.model} has no latent space (no transform)")
+    X, names = read_csv(args.data)
+    _check_columns(model, X, names, args.data)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_FEATURE_NAMES_WARNING, category=UserWarning)
+        latent = flow.transform(X)
+    header = [str(name) for name in flow.get_feature_names_out()]
+    _write_csv(args.output, header, list(latent.T))
+    return 0
+
+
 # --- argument parsing --------------------------------------------------------------
 
 # StructureSearchFlow parameters offered as options of ``search``; their
@@ -538,6 +598,20 @@ def _build_parser():
     sample.add_argument("--random-state", type=int, default=None, help="seed of the samples")
     sample.add_argument("--output", "-o", default=None, help="output CSV file (default: stdout)")
     sample.set_defaults(run=_run_sample)
+
+    transform = commands.add_parser(
+        "transform",
+        help="write the latent rows of a CSV file under a saved model",
+        description=(
+            "Write the latent rows (the flow's standard normal space, see the "
+            "estimators' transform) of every row of DATA.csv under a saved model, "
+            "as CSV with a header row."
+        ),
+    )
+    transform.add_argument("model", metavar="MODEL", help="model file saved by 'skflowsearch search'")
+    transform.add_argument("data", metavar="DATA.csv", help="numeric CSV file with the model's columns")
+    transform.add_argument("--output", "-o", default=None, help="output CSV file (default: stdout)")
+    transform.set_defaults(run=_run_transform)
     return parser
 
 

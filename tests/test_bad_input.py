@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from skflowsearch import CouplingFlow, StructureSearchFlow
 
@@ -352,7 +352,7 @@ SEARCH_PARAM_CASES = [
     (dict(crossover_proba=-0.1), ValueError, r"crossover_proba == -0.1, must be >= 0"),
     (dict(mutation_rate=1.5), ValueError, r"mutation_rate == 1.5, must be <= 1"),
     (dict(mutation_rate=-0.1), ValueError, r"mutation_rate == -0.1, must be >= 0"),
-    (dict(mutation_rate="fast"), TypeError, r"mutation_rate must be an instance of float"),
+    (dict(mutation_rate="fast"), ValueError, r"mutation_rate must be \"auto\" or a number in \[0, 1\]; got 'fast'"),
     (dict(mutation_rate=None), TypeError, r"mutation_rate must be an instance of float"),
     (dict(width_choices=()), ValueError, r"width_choices must be a non-empty tuple of numbers in \(0, 1\]; got \(\)"),
     (dict(width_choices=[]), ValueError, r"width_choices must be a non-empty tuple"),
@@ -504,7 +504,8 @@ def _edge_param(p):
 def test_edge_search_parameters_fit(params):
     X = _base()
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no warning either
+        warnings.simplefilter("error")  # no warning either,
+        warnings.simplefilter("ignore", ConvergenceWarning)  # but the one a 3-epoch budget deserves
         estimator = _search_flow().set_params(**params).fit(X)
     scores = estimator.score_samples(X)
     assert scores.shape == (N_SAMPLES,) and np.all(np.isfinite(scores))
@@ -522,3 +523,8 @@ def test_removed_search_parameters_are_rejected(removed):
         StructureSearchFlow(**{removed: 1})
     with pytest.raises(ValueError, match=rf"Invalid parameter '{removed}'"):
         _search_flow().set_params(**{removed: 1})
+
+
+def test_max_time_rejects_a_bool(no_training):
+    with pytest.raises(TypeError, match="max_time"):
+        _search_flow().set_params(max_time=True).fit(_base())

@@ -6,7 +6,15 @@ import numpy as np
 
 import pytest
 
-from benchmarks import bench_generation, bench_parallel, bench_quality, bench_training
+from benchmarks import (
+    bench_csv,
+    bench_generation,
+    bench_parallel,
+    bench_quality,
+    bench_sample,
+    bench_search,
+    bench_training,
+)
 
 
 def _tables(text):
@@ -157,3 +165,29 @@ def test_drop_linearly_dependent_columns():
     with pytest.raises(ValueError, match="linearly dependent"):
         CouplingFlow(max_epochs=1).fit(X)
     CouplingFlow(max_epochs=1, random_state=0).fit(kept)
+
+
+def test_bench_csv_quick(capsys):
+    assert bench_csv.main(["--quick"]) == 0  # it also asserts that both readers agree exactly
+    out = capsys.readouterr().out
+    assert _tables(out) == 1 and "read (cli.read_csv" in out
+
+
+def test_bench_search_quick(capsys, tmp_path):
+    results = tmp_path / "results.jsonl"
+    argv = ["--quick", "--datasets", "iris", "--splits", "2", "--baselines", "--results", str(results)]
+    assert bench_search.main(argv) == 0
+    out = capsys.readouterr().out
+    assert _tables(out) == 2 and "search - CouplingFlow()" in out
+    assert len(results.read_text().splitlines()) == 2
+    # A rerun reads the file and trains nothing new.
+    assert bench_search.main(argv) == 0
+    assert len(results.read_text().splitlines()) == 2
+    rows = re.findall(r"^\| iris \| \S+ \| 2 \| ([+-][\d.]+) \[", capsys.readouterr().out, flags=re.MULTILINE)
+    assert len(rows) == 1
+
+
+def test_bench_sample_quick(capsys):
+    assert bench_sample.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert _tables(out) == 1 and re.search(r"^\| 100,000 \| 3 \| \d+ \|", out, flags=re.MULTILINE)

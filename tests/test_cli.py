@@ -546,3 +546,32 @@ def test_python_dash_m_help():
     assert "usage: skflowsearch" in result.stdout
     for command in ("search", "score", "sample"):
         assert command in result.stdout
+
+
+def test_transform_writes_latent_rows(fitted, tmp_path, data):
+    _, model_path = fitted
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    out_path = tmp_path / "latent.csv"
+    assert main(["transform", str(model_path), str(csv_path), "--output", str(out_path)]) == 0
+    header, rows = _read_output(out_path.read_text())
+    model = joblib.load(model_path)
+    assert header == list(model.get_feature_names_out())
+    # The model's own latent rows, at the precision the CSV keeps (repr: exact).
+    np.testing.assert_array_equal(rows, model.transform(_with_names_like(model, data)))
+
+
+def test_transform_rejects_a_model_without_latent_space(tmp_path, data, capsys):
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    detector = FlowOutlierDetector(GaussianMixture(random_state=0)).fit(data)
+    joblib.dump(detector, tmp_path / "detector.joblib")
+    assert main(["transform", str(tmp_path / "detector.joblib"), str(csv_path)]) == 2
+    assert "has no latent space" in capsys.readouterr().err
+
+
+def _with_names_like(model, X):
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return X
+    import pandas as pd
+
+    return pd.DataFrame(X, columns=names)

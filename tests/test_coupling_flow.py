@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.datasets import make_moons
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
@@ -491,3 +491,85 @@ def test_normalizer_is_fitted_on_the_training_rows_only(X, whiten, validation_fr
     np.testing.assert_array_equal(other.mean_, flow.mean_)
     np.testing.assert_array_equal(other.input_matrix_, flow.input_matrix_)
     assert other.input_log_det_ == flow.input_log_det_
+
+
+# --- the flow as a transformer -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted_transformer():
+    X = np.random.RandomState(3).normal(size=(120, 3)) @ np.array([[1.0, 0.6, 0.0], [0.0, 1.0, 0.3], [0, 0, 1.0]])
+    X[:, 2] += X[:, 0] ** 2
+    return CouplingFlow(**SMALL).fit(X), X
+
+
+def test_transform_is_the_flow_map_and_inverse_transform_inverts_it(fitted_transformer):
+    flow, X = fitted_transformer
+    Z = flow.transform(X)
+    assert Z.shape == X.shape and Z.dtype == np.float64
+    np.testing.assert_allclose(flow.inverse_transform(Z), X, rtol=1e-10, atol=1e-10)
+    # The density is the standard normal of the latent rows times the Jacobian:
+    # score_samples = log N(transform(x)) + log|det| (so transform is the map the density uses).
+    with torch.no_grad():
+        _, log_det = flow.flow_(torch.from_numpy(flow._flow_input(X)))
+    base = -0.5 * (Z**2).sum(axis=1) - 1.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(flow.score_samples(X), base + log_det[0].numpy() + flow.input_log_det_,
+                               rtol=1e-10)
+
+
+def test_inverse_transform_of_normal_draws_are_samples(fitted_transformer):
+    flow, X = fitted_transformer
+    rows = flow.inverse_transform(np.random.RandomState(0).normal(size=(7, 3)))
+    assert rows.shape == (7, 3) and np.isfinite(rows).all()
+    np.testing.assert_allclose(flow.transform(rows), np.random.RandomState(0).normal(size=(7, 3)),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_fit_transform_feature_names_and_pandas_output(fitted_transformer):
+    pd = pytest.importorskip("pandas")
+    flow, X = fitted_transformer
+    np.testing.assert_array_equal(clone(flow).fit_transform(X), flow.transform(X))
+    assert list(flow.get_feature_names_out()) == ["couplingflow0", "couplingflow1", "couplingflow2"]
+    frame = clone(flow).set_output(transform="pandas").fit(pd.DataFrame(X, columns=list("abc")))
+    out = frame.transform(pd.DataFrame(X, columns=list("abc")))
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == list(frame.get_feature_names_out())
+    np.testing.assert_array_equal(out.to_numpy(), flow.transform(X))
+
+
+def test_transform_checks_the_width_and_fitting(fitted_transformer):
+    flow, X = fitted_transformer
+    with pytest.raises(ValueError, match="3 features"):
+        flow.transform(X[:, :2])
+    with pytest.raises(ValueError, match="3 features"):
+        flow.inverse_transform(X[:, :2])
+    with pytest.raises(NotFittedError):
+        CouplingFlow().transform(X)
+
+
+def test_sample_runs_in_chunks_of_the_shared_row_chunk(fitted_transformer, monkeypatch):
+    from skflowsearch import _training
+
+    flow, _ = fitted_transformer
+    monkeypatch.setattr(_training, "ROW_CHUNK", 7)
+    rows = flow.sample(20, random_state=0)
+    assert rows.shape == (20, 3)
+    np.testing.assert_array_equal(flow.sample(20, random_state=0), rows)
+    # The base noise is drawn chunk by chunk (7, 7, 6) from one generator: the
+    # latent rows of the samples are exactly that noise.
+    generator = torch.Generator().manual_seed(draw_seeds(check_random_state(0), 1)[0])
+    noise = torch.cat([torch.randn(1, n, 3, generator=generator, dtype=torch.float64)[0] for n in (7, 7, 6)])
+    np.testing.assert_allclose(flow.transform(rows), noise.numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_convergence_warning_when_max_epochs_ends_the_training():
+    X = np.random.RandomState(0).normal(size=(200, 3))
+    X[:, 2] += X[:, 0] ** 2
+    with pytest.warns(ConvergenceWarning, match="max_epochs=2"):
+        flow = CouplingFlow(n_layers=2, hidden_layer_sizes=(8,), max_epochs=2, random_state=0).fit(X)
+    assert flow.n_epochs_ == 2
+    # Early stopping ended it (patience 1 on a flow that stops improving): no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        flow = CouplingFlow(n_layers=2, hidden_layer_sizes=(8,), max_epochs=200, n_iter_no_change=1,
+                            learning_rate=0.05, random_state=0).fit(X)
+    assert flow.n_epochs_ < 200

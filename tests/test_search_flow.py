@@ -634,3 +634,11 @@ def test_search_against_alternating_masks_on_breast_cancer(random_state):
     else:
         assert chosen["difference"] > searched.race_margin * chosen["standard_error"]
         assert not np.allclose(searched.score_samples(X_test), baseline.score_samples(X_test))
+
+
+def test_one_race_row_cannot_clear_the_margin():
+    from skflowsearch._search_flow import _paired
+
+    per_row = np.array([[0.0], [5.0]])
+    difference, error = _paired(per_row, per_row[0])
+    assert difference[1] == 5.0 and np.isinf(error[1])

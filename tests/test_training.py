@@ -336,7 +336,7 @@ def test_mean_log_prob_chunks(monkeypatch):
     X = torch.tensor(X_VAL, dtype=torch.float32)
     with torch.no_grad():
         full = mean_log_prob(module, X)
-        monkeypatch.setattr(_training, "_EVAL_CHUNK", 7)
+        monkeypatch.setattr(_training, "ROW_CHUNK", 7)
         chunked = mean_log_prob(module, X)
         expected = module.log_prob(X).mean(1)
     assert full.shape == (3,)

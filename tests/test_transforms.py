@@ -551,3 +551,16 @@ def test_assign_state_changes_the_member_count():
     torch.testing.assert_close(module.log_prob(x), before[keep])
     module.log_prob(x).sum().backward()  # new leaves: autograd accepts the new shapes
     assert all(p.grad is not None and p.grad.shape[0] == 2 for p in module.parameters())
+
+
+def test_masked_width_members_start_as_their_real_size_would():
+    masks = torch.ones(1, 2, 3, dtype=torch.bool)
+    masks[..., 0] = False
+    narrow = CouplingFlowStack(masks, (16, 16), [0], hidden_widths=torch.tensor([[4, 4]]))
+    full = CouplingFlowStack(masks, (16, 16), [0])
+    # nn.Linear's bound 1/sqrt(fan_in) with the live fan-in (4 units), not the stack's 16.
+    live = narrow.weights[1][0, :, :4, :4]
+    assert 0.25 < live.abs().max() <= 0.5
+    assert full.weights[1].abs().max() <= 0.25
+    # The first layer reads the features: same fan-in, same draw.
+    torch.testing.assert_close(narrow.weights[0], full.weights[0])
