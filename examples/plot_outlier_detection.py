@@ -53,9 +53,10 @@ print(f"test rows: {len(benign_test)} benign + {len(malignant_test)} malignant "
 # The flows standardize the data themselves; the neighbour- and mixture-based
 # detectors get a :class:`~sklearn.preprocessing.StandardScaler` first. The
 # flows hold out a fifth of their training rows for early stopping; the
-# search also sets aside a fifth of the rest to compare its candidates on,
-# and keeps the alternating masks of the CouplingFlow unless a candidate beats
-# them there by more than a paired standard error (``race_margin=1``).
+# search also sets aside 30% of the rest (half to rank its candidates, half
+# for the final race), and keeps the alternating masks of the CouplingFlow
+# unless a candidate beats them on the race rows by more than two paired
+# standard errors (the default ``race_margin=2``).
 flow_params = dict(
     n_layers=4, hidden_layer_sizes=(32, 32), max_epochs=100, n_iter_no_change=25,
     validation_fraction=0.2, random_state=0,
@@ -132,7 +133,7 @@ print(f"the search chose {chosen['entry']!r} ({chosen['n_layers']} layers, hidde
       f"on its race rows")
 
 # %%
-# The search's race rows are few here (half of a fifth of about 200 rows), so
+# The search's race rows are few here (half of 30% of about 200 rows), so
 # a challenger's win on them is weak evidence: the validation log-likelihoods
 # above, on rows the race did not see, tell whether it held.
 

@@ -176,7 +176,7 @@ else:
           f"alternating masks")
 
 # %%
-# The race rows are few (half of the selection rows, here about 30), so a
+# The race rows are few (half of the selection rows, here about 48), so a
 # small gain on them is noise; the margin makes the search keep the default masks unless the
 # evidence is clear. More data, more race seeds or more generations
 # (``n_generations``, ``n_offspring``) give the search more chances to find a
@@ -186,7 +186,7 @@ else:
 # Search history
 # --------------
 # Best and mean fitness of the population per generation: the mean
-# log-likelihood of the ranking rows after the low-fidelity training, so it
+# log-likelihood of the ranking rows after the fitness training, so it
 # is not comparable with the race scores. The best genomes of
 # parents and children survive, so the best fitness never decreases.
 for record in search.search_history_:

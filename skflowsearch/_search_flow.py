@@ -41,7 +41,7 @@ class StructureSearchFlow(BaseFlow):
        with the full budget, once per race seed. The steps they needed to
        reach their best validation score set the fitness budget
        (``fitness_steps_``).
-    3. *Evolution at low fidelity*: the initial population holds the
+    3. *Evolution*: the initial population holds the
        alternating masks, data-driven masks (features split so that each
        half depends on the other, by rank correlation), permuted
        alternating masks, random halves, smaller variants and random

@@ -36,7 +36,8 @@ def plot_search_history(estimator, ax=None):
     """Plot the best and mean fitness per generation of a structure search.
 
     The fitness of a candidate is its mean log-likelihood of the search's
-    ranking rows after its (low-fidelity) fitness training, minus the size
+    ranking rows after its fitness training (``fitness_steps_`` optimizer steps at
+    most, fewer for the losers of successive halving), minus the size
     penalty; see :class:`~skflowsearch.StructureSearchFlow`.
 
     Parameters
@@ -76,7 +77,7 @@ def plot_search_history(estimator, ax=None):
     ax.plot(generation, best, marker="o", label="best")
     ax.set_xlabel("generation")
     # The search ranks candidates on rows of its own (never the validation
-    # rows of early stopping), at a reduced training budget.
+    # rows of early stopping), after the fitness training.
     if getattr(estimator, "size_penalty", 0):
         ax.set_ylabel("fitness (ranking-row log-likelihood\n- size penalty, nats)")
     else:
