@@ -44,8 +44,9 @@ autosummary_generate = True
 autodoc_default_options = {
     "members": True,
     "inherited-members": True,
-    # Its docstring links to a label of scikit-learn's own documentation.
-    "exclude-members": "get_metadata_routing",
+    # Their docstrings link to labels of scikit-learn's own documentation
+    # (set_output is described in the user guide).
+    "exclude-members": "get_metadata_routing,set_output",
 }
 autodoc_typehints = "none"
 

@@ -98,9 +98,9 @@ class StructureSearchFlow(BaseFlow):
     fitness_budget : float, default=1.0
         Optimizer steps of a fully evaluated candidate, as a fraction of the
         steps the alternating incumbent needed to reach its best validation
-        score (at least 30 steps). Shorter runs rank candidates worse: at 0.3
-        Kendall's tau between fitness and held-out score was below 0.2 on the
-        benchmark tables, at 1.0 up to 0.86 (``benchmarks/README.md``).
+        score (at least 30 steps). Shorter runs rank candidates worse: Kendall's
+        tau between fitness and held-out score was higher at 1.0 than at 0.3 on
+        three of four benchmark tables (``benchmarks/README.md``, section 6).
     halving_factor : int, default=3
         Successive halving inside a batch of candidates: all get
         ``1 / halving_factor`` of the fitness budget, the best
