@@ -581,9 +581,7 @@ def _build_parser():
             "--contamination uses its own threshold."
         ),
     )
-    score.add_argument("model", metavar="MODEL", help="model file saved by 'skflowsearch search'")
-    score.add_argument("data", metavar="DATA.csv", help="numeric CSV file with the model's columns")
-    score.add_argument("--output", "-o", default=None, help="output CSV file (default: stdout)")
+    _add_model_data_output(score)
     score.add_argument("--contamination", type=float, default=None, metavar="C",
                        help="fraction in (0, 0.5] of rows to flag as outliers")
     score.set_defaults(run=_run_score)
@@ -608,11 +606,16 @@ def _build_parser():
             "as CSV with a header row."
         ),
     )
-    transform.add_argument("model", metavar="MODEL", help="model file saved by 'skflowsearch search'")
-    transform.add_argument("data", metavar="DATA.csv", help="numeric CSV file with the model's columns")
-    transform.add_argument("--output", "-o", default=None, help="output CSV file (default: stdout)")
+    _add_model_data_output(transform)
     transform.set_defaults(run=_run_transform)
     return parser
+
+
+def _add_model_data_output(parser):
+    """The MODEL and DATA.csv arguments and the --output option of ``score`` and ``transform``."""
+    parser.add_argument("model", metavar="MODEL", help="model file saved by 'skflowsearch search'")
+    parser.add_argument("data", metavar="DATA.csv", help="numeric CSV file with the model's columns")
+    parser.add_argument("--output", "-o", default=None, help="output CSV file (default: stdout)")
 
 
 def main(argv=None):
