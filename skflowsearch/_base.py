@@ -64,12 +64,12 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         check_integer(self.n_iter_no_change, "n_iter_no_change", min_val=1)
         check_real(self.max_log_scale, "max_log_scale", min_val=0, include_boundaries="neither")
 
-    def _training_config(self, max_epochs=None):
+    def _training_config(self):
         return TrainingConfig(
             hidden_layer_sizes=check_hidden_layer_sizes(self.hidden_layer_sizes),
             actnorm=bool(self.actnorm),
             max_log_scale=float(self.max_log_scale),
-            max_epochs=int(self.max_epochs if max_epochs is None else max_epochs),
+            max_epochs=int(self.max_epochs),
             batch_size=int(self.batch_size),
             learning_rate=float(self.learning_rate),
             weight_decay=float(self.weight_decay),
