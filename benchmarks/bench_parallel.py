@@ -23,6 +23,14 @@ default; ``fit_flows`` pins every CPU training, search tasks and final
 training alike, to one torch thread whatever this is). On the shared 2-core
 machine of benchmarks/README.md two BLAS/OpenMP threads per process made
 numerical work many times slower under load.
+
+``--nested`` times a search nested in a grid search instead:
+``GridSearchCV(StructureSearchFlow(n_jobs=inner), {"n_layers": [3, 4]}, cv=2,
+n_jobs=outer)`` on a small synthetic table (400 x 6) for ``inner/outer`` =
+1/1, 2/2 and 1/2, interleaved. Each fit of the grid search runs in a loky
+worker when ``outer=2``; there the search trains its candidates one after the
+other (with a warning) whatever its ``n_jobs``, so 2/2 should cost what 1/2
+costs. The cross-validation scores of all three must be equal.
 """
 
 import argparse
@@ -55,6 +63,8 @@ def main(argv=None):
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads of the main process (default 1)")
+    parser.add_argument("--nested", action="store_true",
+                        help="time GridSearchCV(n_jobs=outer) over StructureSearchFlow(n_jobs=inner)")
     args = parser.parse_args(argv)
     import torch
     from threadpoolctl import threadpool_limits
@@ -63,7 +73,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     try:
         with threadpool_limits(args.threads):
-            return run(args)
+            return run_nested(args) if args.nested else run(args)
     finally:
         torch.set_num_threads(previous)
 
@@ -117,6 +127,55 @@ def run(args):
           f"race_ equal: {same_race}; "
           f"best_score_ {fits[1].best_score_:.4f} vs {fits[2].best_score_:.4f}")
     print(f"wall-time ratio n_jobs=1 / n_jobs=2: {median(wall[1]) / median(wall[2]):.2f}")
+    return 0
+
+
+NESTED_SETTINGS = ((1, 1), (2, 2), (1, 2))  # (inner n_jobs, outer n_jobs)
+
+
+def nested_budget(quick):
+    if quick:
+        return dict(n_layers=3, hidden_layer_sizes=(8,), population_size=4, n_offspring=4,
+                    n_generations=1, n_candidates_per_batch=2, max_epochs=3, batch_size=32)
+    return dict(n_layers=4, hidden_layer_sizes=(32, 32), population_size=4, n_offspring=8,
+                n_generations=1, n_candidates_per_batch=2, max_epochs=20, batch_size=32)
+
+
+def run_nested(args):
+    import warnings
+
+    from sklearn.model_selection import GridSearchCV
+
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    params = nested_budget(args.quick)
+    rng = np.random.RandomState(args.random_state)
+    X = rng.standard_normal((400, 6))
+    X[:, 1] += X[:, 0] ** 2
+    grid = {"n_layers": [3, 4]}
+
+    def grid_search(inner, outer, params=params):
+        search = StructureSearchFlow(**params, n_jobs=inner, random_state=args.random_state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning of the small budget
+            return GridSearchCV(search, grid, cv=2, n_jobs=outer).fit(X)
+
+    for inner, outer in NESTED_SETTINGS:  # warm-up: loky workers, torch imports
+        grid_search(inner, outer, nested_budget(quick=True))
+    variants = {f"{inner}/{outer}": (lambda i=inner, o=outer: grid_search(i, o))
+                for inner, outer in NESTED_SETTINGS}
+    wall, _, fits = interleaved(variants, repeats, warmup=False)
+    base = median(wall["1/1"])
+    rows = [[name, f"{median(wall[name]):.2f}", spread(wall[name]), f"{base / median(wall[name]):.2f}x"]
+            for name in variants]
+    scores = {name: fits[name].cv_results_["mean_test_score"] for name in variants}
+    same = all(np.array_equal(scores[name], scores["1/1"]) for name in variants)
+    print("## Nested parallelism: GridSearchCV(StructureSearchFlow(n_jobs=inner), n_jobs=outer)\n")
+    print(f"synthetic {X.shape[0]}x{X.shape[1]}, grid {grid}, cv=2 (4 fits + the refit), "
+          f"{', '.join(f'{k}={v}' for k, v in params.items())}; {repeats} interleaved repeats, "
+          "median wall time.")
+    print(machine_line() + "\n")
+    print(markdown_table(["inner/outer n_jobs", "wall s (median)", "wall min-max", "speed-up vs 1/1"], rows))
+    print(f"\nmean_test_score equal in all settings: {same} ({scores['1/1']})")
     return 0
 
 

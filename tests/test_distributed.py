@@ -112,9 +112,13 @@ def test_dask_backend_matches_single_process(dask_client, data, reference):
 
 
 def test_dask_backend_with_n_jobs_matches(dask_client, data, reference):
-    # An explicit n_jobs inside the dask context changes nothing either.
-    with joblib.parallel_config(backend="dask"):
-        search = StructureSearchFlow(**SEARCH_PARAMS, n_jobs=2).fit(data)
+    # An explicit n_jobs inside the dask context changes nothing either, and
+    # the dask backend is not taken for a worker of an enclosing Parallel.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with joblib.parallel_config(backend="dask"):
+            search = StructureSearchFlow(**SEARCH_PARAMS, n_jobs=2).fit(data)
+    assert not [w for w in caught if "inside a worker of another joblib" in str(w.message)]
     np.testing.assert_array_equal(search.masks_, reference.masks_)
     np.testing.assert_array_equal(search.evaluated_scores_, reference.evaluated_scores_)
     assert search.race_ == reference.race_

@@ -1,21 +1,27 @@
-"""The search across workers and devices: lost worker processes, transient failures
-inside a whole search, device assignment."""
+"""The search across workers and devices: lost worker processes, out of memory,
+transient failures inside a whole search, device assignment, a search nested
+in another joblib Parallel."""
 
 import os
 import signal
+import threading
 import warnings
+import weakref
 from functools import partial
 
 import numpy as np
 import pytest
 import torch
+from sklearn.utils.parallel import Parallel, delayed
 
+import skflowsearch._search as search_module
 import skflowsearch._search_flow as search_flow_module
 from skflowsearch import CouplingFlow, StructureSearchFlow
 from skflowsearch._genome import Genome
 from skflowsearch._masks import alternating_masks
-from skflowsearch._search import CandidateTrainer, _train_group
-from skflowsearch._training import TrainingConfig
+from skflowsearch._operators import random_genome
+from skflowsearch._search import CandidateTrainer, GroupOutput, _train_group, mean_scores
+from skflowsearch._training import TrainingConfig, fit_flows
 
 
 def _kill_first_call(marker, *args):
@@ -32,19 +38,23 @@ def _kill_always(*args):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _trainer(train_group, n_jobs=2):
+def _trainer(train_group, n_jobs=2, group_size=1, devices=(torch.device("cpu"),)):
     rng = np.random.default_rng(0)
     Z = rng.standard_normal((60, 3))
     trainer = CandidateTrainer(
         Z[:40], Z[40:50], config=TrainingConfig(hidden_layer_sizes=(4,), max_epochs=2, batch_size=10),
-        width_choices=(0.5, 1.0), devices=[torch.device("cpu")], n_jobs=n_jobs, group_size=1,
+        width_choices=(0.5, 1.0), devices=list(devices), n_jobs=n_jobs, group_size=group_size,
         train_group=train_group,
     )
     return trainer, Z[50:]
 
 
-def _genomes():
-    return [Genome(alternating_masks(2, 3), np.array([True, True]), 1)]
+def _genomes(n=1):
+    genomes = [Genome(alternating_masks(2, 3), np.array([True, True]), 1)]
+    rng = np.random.default_rng(0)
+    while len(genomes) < n:
+        genomes.append(Genome(random_genome(2, 3, rng), np.array([True, True]), 1))
+    return genomes
 
 
 def test_a_killed_worker_is_retried_and_gives_the_same_result(tmp_path):
@@ -73,6 +83,60 @@ def test_a_task_that_always_kills_its_worker_is_marked_failed():
     messages = [str(w.message) for w in caught]
     assert any("worker was lost" in m for m in messages)
     assert sum("worker lost twice" in m for m in messages) == 1
+
+
+# --- out of memory -------------------------------------------------------------------
+
+
+class _Allocation:
+    """Stands for the tensors of a training attempt; a weak reference tells when it is freed."""
+
+
+def test_cuda_out_of_memory_frees_the_attempt_empties_the_cache_and_splits(monkeypatch):
+    # On the CPU: the "CUDA" device only reaches the fake fit_flows (which
+    # trains on the CPU) and _free_memory; torch.cuda.empty_cache is recorded.
+    genomes = _genomes(3)
+    events, attempts = [], []
+
+    def out_of_memory_for_groups(masks, *args, device, **kwargs):
+        events.append(f"fit {len(masks)}")
+        if len(masks) > 1:
+            allocation = _Allocation()  # held by this frame, as tensors would be
+            attempts.append(weakref.ref(allocation))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return fit_flows(masks, *args, device="cpu", **kwargs)
+
+    def empty_cache():
+        events.append("empty_cache")
+        # The failed attempt is already freed: there is something to give back.
+        assert all(ref() is None for ref in attempts)
+
+    monkeypatch.setattr(search_module, "fit_flows", out_of_memory_for_groups)
+    monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
+    trainer, Z_select = _trainer(_train_group, n_jobs=1, group_size=3, devices=[torch.device("cuda")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # nothing failed
+        trained = trainer.train(genomes, [(1, 2)], Z_select)
+    assert events == ["fit 3", "empty_cache", "fit 1", "fit 2", "empty_cache", "fit 1", "fit 1"]
+    assert not trained.failed.any() and trainer.errors == []
+    monkeypatch.setattr(search_module, "fit_flows", fit_flows)
+    reference, _ = _trainer(_train_group, n_jobs=1, group_size=1)
+    np.testing.assert_allclose(trained.selection_log_prob,
+                               reference.train(genomes, [(1, 2)], Z_select).selection_log_prob,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_candidate_out_of_cuda_memory_fails_and_is_never_scored_minus_inf(monkeypatch):
+    def no_memory(masks, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(search_module, "fit_flows", no_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    trainer, Z_select = _trainer(_train_group, n_jobs=1, group_size=2, devices=[torch.device("cuda")])
+    with pytest.warns(RuntimeWarning, match="could not be trained.*OutOfMemoryError"):
+        trained = trainer.train(_genomes(2), [(1, 2)], Z_select)
+    assert trained.failed.all() and not trained.diverged.any()
+    assert np.isnan(mean_scores(trained)).all()  # NaN: retried when it comes back, not -inf
 
 
 # --- transient failures inside a whole search ----------------------------------------
@@ -180,3 +244,64 @@ def test_a_device_list_gives_the_single_device_result():
     several = StructureSearchFlow(device=["cpu", "cpu"], **params).fit(X)
     np.testing.assert_array_equal(one.evaluated_scores_, several.evaluated_scores_)
     np.testing.assert_array_equal(one.score_samples(X), several.score_samples(X))
+
+
+# --- a search inside a worker of another joblib Parallel ------------------------------
+
+
+NESTED = dict(SEARCH, n_generations=1, population_size=4, n_offspring=4, n_candidates_per_batch=2)
+
+
+def _fit_and_report(n_jobs):
+    """Fit in whatever worker this runs in; the result, the warnings and the process."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search = StructureSearchFlow(**NESTED, n_jobs=n_jobs).fit(X)
+    nested = [str(w.message) for w in caught if "inside a worker of another joblib" in str(w.message)]
+    return search.evaluated_scores_, search.masks_, search.score_samples(X), nested, os.getpid()
+
+
+@pytest.fixture(scope="module")
+def alone():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return StructureSearchFlow(**NESTED, n_jobs=1).fit(X)
+
+
+def test_a_search_in_a_loky_worker_trains_sequentially_with_one_warning(alone):
+    # As in GridSearchCV(StructureSearchFlow(n_jobs=2), n_jobs=2).
+    reports = Parallel(n_jobs=2)(delayed(_fit_and_report)(n_jobs) for n_jobs in (2, 1))
+    for n_jobs, (scores, masks, log_density, nested, pid) in zip((2, 1), reports):
+        assert pid != os.getpid()  # it ran in a worker process
+        np.testing.assert_array_equal(scores, alone.evaluated_scores_)
+        np.testing.assert_array_equal(masks, alone.masks_)
+        np.testing.assert_array_equal(log_density, alone.score_samples(X))
+        assert len(nested) == (1 if n_jobs == 2 else 0), nested
+    assert "n_jobs=2" in reports[0][3][0] and "set n_jobs=1" in reports[0][3][0]
+
+
+def _train_recording_threads():
+    """In a thread of an outer Parallel: train with n_jobs=2; the threads the groups ran in."""
+    seen = set()
+
+    def recording(*args):
+        seen.add(threading.get_ident())
+        n = len(args[0][0])
+        return GroupOutput(np.zeros((n, len(args[3]))), np.zeros(n, dtype=bool),
+                           np.zeros(n, dtype=int), np.zeros(n, dtype=int))
+
+    trainer, Z_select = _trainer(recording, n_jobs=2, group_size=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train(_genomes(4), [(1, 2)], Z_select)
+        trainer.train(_genomes(4), [(3, 4)], Z_select)
+    return threading.get_ident(), seen, [str(w.message) for w in caught]
+
+
+def test_a_search_in_a_thread_of_another_parallel_trains_in_that_thread():
+    (caller, seen, messages), = Parallel(n_jobs=2, backend="threading")(
+        [delayed(_train_recording_threads)()])
+    assert caller != threading.get_ident()  # a worker thread of the outer Parallel
+    # Without the fallback, joblib would run the groups in threads of its own.
+    assert seen == {caller}
+    assert sum("inside a worker of another joblib Parallel" in m for m in messages) == 1  # once
