@@ -8,20 +8,28 @@ its estimator options take their defaults and help from the estimators;
 model; ``sample`` draws rows from a saved model; ``transform`` writes the
 latent rows of a CSV file.
 
-CSV files are read with the standard library: comma-separated numeric
-columns, with an optional header row (recognised when the first row holds a
-value that is not a number). Bad input ends the command with one
-``error: ...`` line on stderr and exit status 2.
+CSV files hold numeric columns. Their delimiter (comma, semicolon, tab or
+blanks), decimal mark, comments, encoding and header row are guessed from
+their first rows unless given (``--delimiter``, ``--decimal``, ``--comment``,
+``--encoding``, ``--header/--no-header``); well-formed files are parsed by
+numpy in one pass. Bad input ends the command with one ``error: ...`` line on
+stderr and exit status 2. The estimators' errors and warnings reach the user
+with their parameters spelled as options (``--no-whiten`` for
+``whiten=False``) and, for a fit, with the rows they count named.
 """
 
 import argparse
+import codecs
 import csv
 import io
 import math
 import os
+import re
 import sys
 import time
 import warnings
+from collections import Counter
+from typing import NamedTuple
 
 __all__ = ["main"]
 
@@ -38,132 +46,319 @@ class CLIError(Exception):
 
 # --- reading and writing CSV -------------------------------------------------------
 
+# The delimiters a file is tried with, in the order that breaks ties; " " stands
+# for runs of blanks (spaces and tabs).
+_DELIMITERS = ("\t", ";", ",", " ")
+_DELIMITER_NAMES = {"\t": "tab", " ": "whitespace"}
+# The format of a file is guessed from this many of its first rows.
+_SNIFF_ROWS = 20
+# A number written with a decimal comma.
+_DECIMAL_COMMA = re.compile(r"[+-]?(?:\d+,\d*|,\d+)(?:[eE][+-]?\d+)?")
 
-def _is_number(text):
+
+class _Layout(NamedTuple):
+    """How a CSV file is written: given by options or guessed from its first rows."""
+
+    delimiter: str  # one character; " " for runs of blanks
+    decimal: str  # "." or ","
+    comment: str  # "" for none
+    names: list[str] | None  # the header row, or None
+    header_line: int  # the header's line number, 0 without a header
+    body_start: int  # offset of the text below the header, 0 without a header
+
+
+def _note(message):
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def _delimiter_name(delimiter):
+    return _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+
+
+def _to_float(cell, decimal):
+    """``float(cell)``, with ``decimal`` as the decimal mark (a point is read either way)."""
+    return float(cell.replace(",", ".") if decimal == "," else cell)
+
+
+def _is_number(cell, decimal="."):
     try:
-        float(text)
+        _to_float(cell, decimal)
     except ValueError:
         return False
     return True
 
 
-def read_csv(path):
+def read_csv(path, *, delimiter=None, decimal=None, comment="#", encoding=None, header=None):
     """Read a numeric CSV file.
 
-    Well-formed files are parsed by numpy in one vectorized pass; when that
-    fails, the file is read again cell by cell to say where and why.
+    What is not given is guessed from the first rows. Well-formed files are
+    parsed by numpy in one vectorized pass; when that fails, the file is read
+    again cell by cell to say where and why.
 
     Parameters
     ----------
     path : str
         File name.
+    delimiter : str or None, default=None
+        The field delimiter, one character; ``" "`` means runs of blanks.
+        None tries tab, ``";"``, ``","`` and blanks, in this order, and takes
+        the first that splits the first rows into the same number (at least
+        2) of fields, numbers below the first row; if none does, the one
+        that splits most of them alike.
+    decimal : {".", ","} or None, default=None
+        The decimal mark (with ``","``, numbers written with a point are
+        read too). None means ``","`` when the delimiter is not a comma and
+        the first rows hold numbers written with a comma and none written
+        with a point, else ``"."``.
+    comment : str, default="#"
+        From this text to the end of a line, a line is ignored; ``""``
+        means no comments.
+    encoding : str or None, default=None
+        The text encoding. None reads UTF-8 (with or without a byte order
+        mark), UTF-16 when the file starts with its byte order mark, and
+        otherwise Latin-1, with a note on stderr.
+    header : bool or None, default=None
+        Whether the first row is a header. None means a header when one of
+        its cells is not a number.
 
     Returns
     -------
     X : ndarray of shape (n_rows, n_columns), dtype float64
     names : list of str or None
-        The header, when the first row holds a non-empty value that is not a
-        number; else None.
+        The header (an empty name is ``x{index}``), or None.
 
     Raises
     ------
     CLIError
-        If the file cannot be read, is empty, has rows of different widths,
-        or holds an empty, non-numeric, NaN or infinite value.
+        If the file cannot be read or decoded, is empty, has rows of
+        different widths, or holds an empty, non-numeric, NaN or infinite
+        value.
     """
-    import numpy as np
-
-    text = _read_text(path)
-    first_line, _, _ = text.lstrip("\ufeff").lstrip("\r\n").partition("\n")
-    first = [cell.strip() for cell in next(csv.reader([first_line]), [])]
-    names = None
-    if any(cell and not _is_number(cell) for cell in first):
-        names = [cell or f"x{j}" for j, cell in enumerate(first)]
-    if '"' not in text:  # no quoting: numpy's parser reads exactly what csv would
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "input contained no data": handled below
-                X = np.loadtxt(io.StringIO(text.lstrip("\ufeff")), delimiter=",", dtype=np.float64,
-                               skiprows=int(names is not None) + _leading_blank_lines(text),
-                               ndmin=2, comments=None)
-        except ValueError:
-            X = None
-        if X is not None and X.size and np.isfinite(X).all() and (names is None or
-                                                                   X.shape[1] == len(names)):
-            return X, names
-    return _read_csv_cells(path, text)
+    text = _read_text(path, encoding)
+    layout = _layout(text, path, delimiter=delimiter, decimal=decimal, comment=comment,
+                     header=header)
+    X = _load_fast(text, layout)
+    if X is None:
+        return _read_csv_cells(path, text, layout)
+    return X, layout.names
 
 
-def _read_text(path):
+def _read_text(path, encoding=None):
+    """The text of ``path`` in ``encoding``; None: UTF-8, UTF-16 with a BOM, else Latin-1."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            return handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read()
     except FileNotFoundError:
         raise CLIError(f"data file not found: {path}") from None
     except IsADirectoryError:
         raise CLIError(f"data file is a directory: {path}") from None
-    except UnicodeDecodeError:
-        raise CLIError(f"{path} is not a text CSV file") from None
     except OSError as exc:
         raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if encoding is None:
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            encoding = "utf-16"
+        elif b"\0" in data:
+            raise CLIError(
+                f"{path} is not a text CSV file (it holds NUL bytes); if it is text, "
+                "name its encoding with --encoding"
+            )
+        else:
+            try:
+                return data.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                _note(f"{path} is not UTF-8 ({_bad_byte(data, exc)}); read as Latin-1 "
+                      "(choose the encoding with --encoding)")
+                return data.decode("latin-1")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{path} is not valid {encoding} text ({_bad_byte(data, exc)})") from None
+    except LookupError:
+        raise CLIError(f"unknown encoding: {encoding}") from None
+    return text.removeprefix("\ufeff")
 
 
-def _leading_blank_lines(text):
-    count = 0
-    for line in text.lstrip("\ufeff").splitlines():
+def _bad_byte(data, exc):
+    line = data.count(b"\n", 0, exc.start) + 1
+    return f"byte {data[exc.start]:#04x} on line {line}"
+
+
+def _lines(text, comment):
+    """``(end, line)`` of every line of ``text``, with ``comment`` and what follows it cut.
+
+    ``end`` is the offset just past the line (its newline kept).
+    """
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start) + 1 or len(text)
+        line = text[start:end]
+        if comment and comment in line:
+            line = line[:line.index(comment)] + "\n"
+        yield end, line
+        start = end
+
+
+def _split_row(line, delimiter):
+    if delimiter == " ":
+        return line.split()
+    return [cell.strip() for cell in next(csv.reader([line], delimiter=delimiter), [])]
+
+
+def _layout(text, path, *, delimiter=None, decimal=None, comment="#", header=None):
+    """The :class:`_Layout` of ``text``: what is given, and the rest guessed from its first rows."""
+    first_rows = []  # (line number, end, line) of the first rows that are not blank
+    for number, (end, line) in enumerate(_lines(text, comment), start=1):
         if line.strip():
-            break
-        count += 1
-    return count
+            first_rows.append((number, end, line))
+            if len(first_rows) == _SNIFF_ROWS:
+                break
+    if not first_rows:
+        raise CLIError(f"{path} holds no data")
+    lines = [line for _, _, line in first_rows]
+    if delimiter is None:
+        delimiter = _guess_delimiter(lines, decimal)
+    if decimal is None:
+        decimal = _guess_decimal(lines, delimiter)
+    if delimiter == decimal:
+        raise CLIError(f"the delimiter and the decimal mark are both {decimal!r}; "
+                       "choose another with --delimiter or --decimal")
+    number, end, line = first_rows[0]
+    first = _split_row(line, delimiter)
+    if header is None:
+        header = any(cell and not _is_number(cell, decimal) for cell in first)
+    if not header:
+        return _Layout(delimiter, decimal, comment, None, 0, 0)
+    names = [cell or f"x{j}" for j, cell in enumerate(first)]
+    return _Layout(delimiter, decimal, comment, names, number, end)
 
 
-def _read_csv_cells(path, text):
-    """The cell-by-cell reader: slow, but it names the line, column and value at fault."""
+def _guess_delimiter(lines, decimal):
+    """The delimiter of :data:`_DELIMITERS` that splits ``lines`` best (see :func:`read_csv`)."""
+
+    def fit(delimiter):
+        rows = [_split_row(line, delimiter) for line in lines]
+        widths = [len(row) for row in rows]
+        width, count = Counter(widths).most_common(1)[0]
+        if width < 2:
+            return False, 0
+        numbers = all(_is_number(cell, decimal or ("." if delimiter == "," else ","))
+                      for row in rows[1:] for cell in row)
+        return numbers and count == len(rows), count
+
+    candidates = [delimiter for delimiter in _DELIMITERS if delimiter != decimal]
+    best = max(candidates, key=fit)  # the first of equals
+    return best if fit(best)[1] else ","
+
+
+def _guess_decimal(lines, delimiter):
+    """``","`` if ``lines`` hold numbers with a decimal comma and none with a point, else ``"."``."""
+    if delimiter == ",":
+        return "."
+    cells = [cell for line in lines for cell in _split_row(line, delimiter)]
+    comma = any(_DECIMAL_COMMA.fullmatch(cell) for cell in cells)
+    point = any("." in cell and _is_number(cell) for cell in cells)
+    return "," if comma and not point else "."
+
+
+def _load_fast(text, layout):
+    """The rows below the header parsed by numpy in one pass, or None to read them cell by cell.
+
+    None when numpy fails, or reads a NaN, an infinity or rows of another
+    width than the header: the cell-by-cell reader names them.
+    """
     import numpy as np
 
+    if text.find('"', layout.body_start) >= 0:  # quoted cells: the csv module's rules
+        return None
+    start, skiprows = layout.body_start, layout.header_line
+    if layout.decimal == ",":
+        text, start, skiprows = text[start:].replace(",", "."), 0, 0
+    # Comments slow numpy down: only when there are some.
+    comments = layout.comment if layout.comment and text.find(layout.comment, start) >= 0 else None
     try:
-        reader = csv.reader(io.StringIO(text))
-        lines = []
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            lines.append((reader.line_num, [cell.strip() for cell in row]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": handled below
+            X = np.loadtxt(io.StringIO(text), dtype=np.float64, ndmin=2, skiprows=skiprows,
+                           delimiter=None if layout.delimiter == " " else layout.delimiter,
+                           comments=comments)
+    except ValueError:
+        return None
+    if not X.size or not np.isfinite(X).all():
+        return None
+    if layout.names is not None and X.shape[1] != len(layout.names):
+        return None
+    return X
+
+
+def _rows(text, layout):
+    """``(line number, cells)`` of the rows of ``text`` that are not blank once comments are cut."""
+    lines = (line for _, line in _lines(text, layout.comment))
+    if layout.delimiter == " ":
+        rows = ((number, line.split()) for number, line in enumerate(lines, start=1))
+    else:
+        reader = csv.reader(lines, delimiter=layout.delimiter)
+        rows = ((reader.line_num, [cell.strip() for cell in row]) for row in reader)
+    for number, cells in rows:
+        if len(cells) > 1 or (cells and cells[0]):
+            yield number, cells
+
+
+def _read_csv_cells(path, text, layout=None):
+    """The cell-by-cell reader: slow, but it names the line, column and value at fault.
+
+    ``layout`` (a :class:`_Layout`) defaults to the one guessed from ``text``.
+    """
+    import numpy as np
+
+    if layout is None:
+        layout = _layout(text, path)
+    try:
+        rows = list(_rows(text, layout))
     except csv.Error as exc:
         raise CLIError(f"{path} is not a valid CSV file: {exc}") from None
-    if not lines:
-        raise CLIError(f"{path} holds no data")
-
-    names = None
-    first = lines[0][1]
-    if any(cell and not _is_number(cell) for cell in first):
-        names = [cell or f"x{j}" for j, cell in enumerate(first)]
-        lines = lines[1:]
-        if not lines:
+    names = layout.names
+    if names is not None:
+        rows = rows[1:]
+        if not rows:
             raise CLIError(f"{path} has a header but no data rows")
-    n_columns = len(first)
-    X = np.empty((len(lines), n_columns))
-    for i, (line_number, row) in enumerate(lines):
+    if not rows:
+        raise CLIError(f"{path} holds no data")
+    n_columns = len(names) if names is not None else len(rows[0][1])
+    X = np.empty((len(rows), n_columns))
+    for i, (line_number, row) in enumerate(rows):
         if len(row) != n_columns:
             raise CLIError(
-                f"{path}, line {line_number}: {len(row)} fields, expected {n_columns}"
+                f"{path}, line {line_number}: {len(row)} fields, expected {n_columns} "
+                f"(delimiter {_delimiter_name(layout.delimiter)})"
             )
         for j, cell in enumerate(row):
-            column = f"column {j + 1}" + (f" ({names[j]!r})" if names else "")
-            if not cell:
-                raise CLIError(f"{path}, line {line_number}, {column}: empty cell")
             try:
-                value = float(cell)
+                value = _to_float(cell, layout.decimal)
             except ValueError:
-                hint = " (one column found: is the file comma-separated?)" if n_columns == 1 else ""
-                raise CLIError(
-                    f"{path}, line {line_number}, {column}: non-numeric value {cell!r}{hint}"
-                ) from None
+                value = math.nan
             if not math.isfinite(value):
-                raise CLIError(
-                    f"{path}, line {line_number}, {column}: {cell!r} is not a finite number"
-                )
+                raise CLIError(_bad_cell(path, line_number, j, cell, layout, n_columns))
             X[i, j] = value
     return X, names
+
+
+def _bad_cell(path, line_number, j, cell, layout, n_columns):
+    """The message for ``cell``, in column ``j`` (from 0), that is not a finite number."""
+    where = f"{path}, line {line_number}, column {j + 1}"
+    if layout.names is not None:
+        where += f" ({layout.names[j]!r})"
+    if not cell:
+        return f"{where}: empty cell"
+    if _is_number(cell, layout.decimal):
+        return f"{where}: {cell!r} is not a finite number"
+    if n_columns == 1:
+        hint = (f" (one column found with the delimiter {_delimiter_name(layout.delimiter)}; "
+                "choose the delimiter with --delimiter)")
+    elif layout.decimal == "." and _DECIMAL_COMMA.fullmatch(cell):
+        hint = " (a decimal comma? pass --decimal ,)"
+    else:
+        hint = ""
+    return f"{where}: non-numeric value {cell!r}{hint}"
 
 
 def _open_output(path):
@@ -279,8 +474,6 @@ def _format_score(value):
 
 def _run_search(args):
     import joblib
-    import numpy as np
-    from sklearn.model_selection import train_test_split
 
     from . import CouplingFlow, StructureSearchFlow
     from .datasets import load_dataset
@@ -289,28 +482,22 @@ def _run_search(args):
         raise CLIError(f"--test-fraction must be in [0, 1); got {args.test_fraction}")
     _check_output_directory(args.output)
     if args.data is not None:
-        X, names = read_csv(args.data)
+        X, names = read_csv(args.data, **_csv_options(args))
         source = args.data
     else:
         X, names = load_dataset(args.dataset), None
         source = f"bundled dataset {args.dataset!r}"
 
-    if args.test_fraction > 0:
-        rows = np.arange(X.shape[0])
-        try:
-            train_rows, test_rows = train_test_split(
-                rows, test_size=args.test_fraction, random_state=args.random_state
-            )
-        except ValueError as exc:
-            raise CLIError(f"cannot hold out --test-fraction {args.test_fraction}: {exc}") from None
-        X_train, X_test = X[np.sort(train_rows)], X[np.sort(test_rows)]
-    else:
-        X_train, X_test = X, None
+    X_train, X_test = _hold_out(X, args.test_fraction, args.random_state, source)
+    n_test = 0 if X_test is None else X_test.shape[0]
     _say(
         args,
-        f"{source}: {X.shape[1]} features, {X_train.shape[0]} training rows, "
-        f"{0 if X_test is None else X_test.shape[0]} held-out rows",
+        f"{source}: {X.shape[0]} rows of {X.shape[1]} features; {X_train.shape[0]} to fit "
+        f"the flows, {n_test} held out (--test-fraction {args.test_fraction})",
     )
+    # The rows the estimators' messages count.
+    fit_rows = (f"{X_train.shape[0]} of the {_rows_of(X, source)} ({n_test} held out by "
+                f"--test-fraction {args.test_fraction})" if n_test else f"the {_rows_of(X, source)}")
 
     settings = {name: getattr(args, name) for name in _SEARCH_OPTIONS}
     settings["hidden_layer_sizes"] = tuple(settings["hidden_layer_sizes"])
@@ -332,7 +519,7 @@ def _run_search(args):
     for label, estimator in models:
         _say(args, f"fitting the {label} flow ...")
         start = time.perf_counter()
-        estimator.fit(train)
+        _fit(estimator, train, f"fitting the {label} flow on {fit_rows}")
         seconds = time.perf_counter() - start
         held_out = None if test is None else estimator.score(test)
         results.append((label, held_out, estimator.n_parameters_, seconds))
@@ -353,6 +540,57 @@ def _run_search(args):
     if args.plots is not None:
         _save_plots(search, train, args.plots)
     return 0
+
+
+def _rows_of(X, source):
+    """``"60 rows of data.csv"``: the rows of ``X``, read from ``source``."""
+    return f"{X.shape[0]} row{'s' if X.shape[0] != 1 else ''} of {source}"
+
+
+def _hold_out(X, test_fraction, random_state, source):
+    """``(X_train, X_test)``: ``test_fraction`` of the rows of ``X`` held out (None for 0)."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    if test_fraction == 0:
+        return X, None
+    try:
+        train_rows, test_rows = train_test_split(
+            np.arange(X.shape[0]), test_size=test_fraction, random_state=random_state
+        )
+    except ValueError:  # with 0 < test_fraction < 1: no row left to fit on
+        raise CLIError(
+            f"--test-fraction {test_fraction} of the {_rows_of(X, source)} leaves "
+            "no rows to fit the flows on"
+        ) from None
+    return X[np.sort(train_rows)], X[np.sort(test_rows)]
+
+
+# Words of a message that count rows.
+_COUNTS_ROWS = re.compile(r"\bn_samples\b|\brows?\b|\bsamples?\b|\bsample\(s\)")
+
+
+def _fit(estimator, X, context):
+    """Fit ``estimator`` on ``X``; its errors and warnings that count rows start with ``context``.
+
+    The estimator counts the rows it is given, which ``--test-fraction`` has
+    thinned: ``context`` (e.g. "fitting the searched flow on 48 of the 60 rows
+    of data.csv (12 held out by --test-fraction 0.2)") says which rows these are.
+    """
+
+    def in_context(message):
+        message = str(message)
+        return f"{context}: {message}" if _COUNTS_ROWS.search(message) else message
+
+    def show(message, *args, **kwargs):
+        _show_warning(in_context(message), *args, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        try:
+            estimator.fit(X)
+        except ValueError as exc:
+            raise ValueError(in_context(exc)) from None
 
 
 def _check_output_directory(path):
@@ -381,19 +619,20 @@ def _save_plots(estimator, X, directory):
 def _run_score(args):
     import numpy as np
 
-    from ._outlier import FlowOutlierDetector
+    from ._outlier import FlowOutlierDetector, _offset
 
-    if args.contamination is not None and not 0 < args.contamination <= 0.5:
-        raise CLIError(f"--contamination must be in (0, 0.5]; got {args.contamination}")
+    contamination = args.contamination
+    if contamination not in (None, "auto") and not 0 < contamination <= 0.5:
+        raise CLIError(f"--contamination must be 'auto' or in (0, 0.5]; got {contamination}")
     model = _load_model(args.model)
-    X, names = read_csv(args.data)
+    X, names = read_csv(args.data, **_csv_options(args))
     _check_columns(model, X, names, args.data)
     scores = np.asarray(_score_samples(model, X), dtype=float)
     header, columns = ["log_density"], [scores]
-    if args.contamination is not None:
-        # The scored rows' own quantile: a saved flow does not keep its
+    if contamination is not None:
+        # The scored rows' own threshold: a saved flow does not keep its
         # training scores.
-        offset = np.percentile(scores, 100.0 * args.contamination)
+        offset = _offset(scores, contamination)
         header.append("outlier")
         columns.append(np.where(scores < offset, -1, 1))
     elif isinstance(model, FlowOutlierDetector):
@@ -428,7 +667,7 @@ def _run_transform(args):
     flow = model.estimator_ if isinstance(model, FlowOutlierDetector) else model
     if not callable(getattr(flow, "transform", None)):
         raise CLIError(f"the model in {args.model} has no latent space (no transform)")
-    X, names = read_csv(args.data)
+    X, names = read_csv(args.data, **_csv_options(args))
     _check_columns(model, X, names, args.data)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_FEATURE_NAMES_WARNING, category=UserWarning)
@@ -444,19 +683,55 @@ def _run_transform(args):
 # defaults and help come from the estimator itself.
 _SEARCH_OPTIONS = (
     "n_layers", "hidden_layer_sizes", "population_size", "n_offspring", "n_generations",
-    "fitness_budget", "max_epochs", "size_penalty", "pick", "race_margin", "whiten", "n_jobs",
+    "fitness_budget", "max_epochs", "size_penalty", "pick", "race_margin", "whiten",
+    "learning_rate", "max_log_scale", "validation_fraction", "selection_fraction", "n_jobs",
+    "normalization", "base_distribution", "discrete_features",
 )
 # The ones the --compare CouplingFlow shares.
-_SHARED_OPTIONS = ("n_layers", "hidden_layer_sizes", "max_epochs", "whiten")
+_SHARED_OPTIONS = (
+    "n_layers", "hidden_layer_sizes", "max_epochs", "whiten", "learning_rate", "max_log_scale",
+    "validation_fraction", "normalization", "base_distribution", "discrete_features",
+)
+
+
+def _option_flag(name):
+    """The option of estimator parameter ``name``: ``--n-layers`` for ``n_layers``."""
+    return "--hidden" if name == "hidden_layer_sizes" else "--" + name.replace("_", "-")
+
+
+def _cli_spelling(message):
+    """An estimator's ``message`` with its parameters spelled as this command's options.
+
+    ``whiten=False`` becomes ``--no-whiten``, ``max_epochs=3`` becomes
+    ``--max-epochs 3``, a bare ``n_layers`` becomes ``--n-layers`` (bare names
+    only with an underscore: ``pick`` or ``device`` may be plain words), and
+    ``n_samples = 48`` becomes ``48 rows``. Whitespace is joined into single
+    spaces.
+    """
+    names = sorted((*_SEARCH_OPTIONS, "random_state", "device"), key=len, reverse=True)
+    # Not inside a path or a file name (/data/max_epochs/run.csv).
+    parameter = re.compile(rf"(?<![\w/\\.-])({'|'.join(names)})\b(?![/\\]|\.\w)(?:\s*=\s*([-+\w.]*\w))?")
+
+    def spell(match):
+        name, value = match.groups()
+        flag = _option_flag(name)
+        if value is None:
+            return flag if "_" in name else name
+        if value in ("True", "False"):
+            return flag if value == "True" else "--no-" + flag[2:]
+        return f"{flag} {value}"
+
+    message = parameter.sub(spell, " ".join(str(message).split()))
+    return re.sub(r"\bn_samples\s*=\s*(\d+)", r"\1 rows", message)
 
 
 def _parameter_help(estimator_class, name):
     """First sentence of parameter ``name`` in the numpydoc of ``estimator_class``.
 
-    Sphinx markup is dropped: inline literals and roles keep only their text.
+    Sphinx markup is dropped: inline literals and roles keep only their text,
+    and parameters are spelled as options (see :func:`_cli_spelling`).
     """
     import inspect
-    import re
 
     doc = inspect.getdoc(estimator_class) or ""
     match = re.search(rf"^{name}(?: : [^\n]*)?\n((?:    [^\n]*\n?)+)", doc, flags=re.MULTILINE)
@@ -466,7 +741,7 @@ def _parameter_help(estimator_class, name):
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
     text = re.sub(r"``([^`]+)``", r"\1", text)
     first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
-    return first.replace("%", "%%")
+    return _cli_spelling(first).replace("%", "%%")
 
 
 def _finite_float(text):
@@ -483,14 +758,15 @@ def _finite_float(text):
 def _add_estimator_option(parser, name):
     """An option for StructureSearchFlow parameter ``name``, with its default and help."""
     from . import CouplingFlow, StructureSearchFlow
+    from ._preprocessing import BASE_DISTRIBUTIONS, NORMALIZATIONS
     from ._search_flow import _PICK_RULES
 
     default = StructureSearchFlow().get_params()[name]
-    flag = "--" + name.replace("_", "-")
+    flag = _option_flag(name)
     # Parameters shared with CouplingFlow are documented there.
     help_text = _parameter_help(StructureSearchFlow, name) or _parameter_help(CouplingFlow, name)
     if name == "hidden_layer_sizes":
-        parser.add_argument("--hidden", dest=name, type=int, nargs="+", default=list(default),
+        parser.add_argument(flag, dest=name, type=int, nargs="+", default=list(default),
                             metavar="WIDTH", help=help_text)
     elif isinstance(default, bool):
         action = parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
@@ -498,13 +774,113 @@ def _add_estimator_option(parser, name):
         # Python 3.10 appends its own "(default: True)"; the formatter names the flag instead.
         action.help = help_text
     elif name == "n_jobs":
-        parser.add_argument(flag, dest=name, type=int, default=None,
+        parser.add_argument(flag, dest=name, type=_n_jobs, default=None,
                             help="parallel training tasks (-1: all cores; default: 1)")
-    elif name == "pick":
-        parser.add_argument(flag, dest=name, choices=_PICK_RULES, default=default, help=help_text)
+    elif name in ("pick", "normalization", "base_distribution"):
+        choices = {"pick": _PICK_RULES, "normalization": NORMALIZATIONS,
+                   "base_distribution": BASE_DISTRIBUTIONS}[name]
+        parser.add_argument(flag, dest=name, choices=choices, default=default, help=help_text)
+    elif name == "discrete_features":
+        parser.add_argument(flag, dest=name, type=_discrete_features, default=default,
+                            metavar="{auto,none,all,I,J,...}", help=help_text)
     else:
         kind = _finite_float if isinstance(default, float) else type(default)
         parser.add_argument(flag, dest=name, type=kind, default=default, help=help_text)
+
+
+def _discrete_features(text):
+    """argparse type of ``--discrete-features``: the estimators' ``discrete_features``."""
+    words = {"auto": "auto", "none": False, "all": True}
+    if text in words:
+        return words[text]
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto, none, all or comma-separated column indices; got {text!r}"
+        ) from None
+
+
+def _n_jobs(text):
+    """argparse type of ``--n-jobs``: an int other than 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 has no meaning; use a positive number or -1")
+    return value
+
+
+def _contamination(text):
+    """argparse type of ``--contamination``: ``"auto"`` or a finite float (range checked later)."""
+    return "auto" if text == "auto" else _finite_float(text)
+
+
+# --delimiter: names of the delimiters that are awkward to type.
+_DELIMITER_WORDS = {"tab": "\t", "\\t": "\t", "whitespace": " ", "space": " "}
+
+
+def _delimiter(text):
+    """argparse type of ``--delimiter``: one character, or a word of :data:`_DELIMITER_WORDS`."""
+    delimiter = _DELIMITER_WORDS.get(text.lower(), text)
+    if len(delimiter) != 1 or delimiter.isalnum() or delimiter in '"\r\n.+-':
+        raise argparse.ArgumentTypeError(
+            f"not a delimiter: {text!r} (one character, 'tab' or 'whitespace')"
+        )
+    return delimiter
+
+
+def _comment(text):
+    """argparse type of ``--comment``: text without digits, signs, marks or blanks; "" for none."""
+    if any(char.isspace() or char.isdigit() or char in '"+-.,' for char in text):
+        raise argparse.ArgumentTypeError(f"not a comment marker: {text!r}")
+    return text
+
+
+def _encoding(text):
+    """argparse type of ``--encoding``: a codec Python knows."""
+    try:
+        codecs.lookup(text)
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown encoding: {text!r}") from None
+    return text
+
+
+def _add_csv_options(parser):
+    """The options that say how DATA.csv is written; what is not given is guessed."""
+    group = parser.add_argument_group(
+        "CSV format", "How DATA.csv is written; by default guessed from its first rows."
+    )
+    group.add_argument(
+        "--delimiter", type=_delimiter, default=None, metavar="CHAR",
+        help="field delimiter: one character, 'tab' or 'whitespace' (runs of blanks); by "
+             "default the first of tab, ';', ',' and whitespace that splits the first rows "
+             "into equally many numbers",
+    )
+    group.add_argument(
+        "--decimal", choices=(".", ","), default=None, metavar="MARK",
+        help="decimal mark, '.' or ','; by default ',' when the delimiter is not a comma and "
+             "the numbers have decimal commas, else '.'",
+    )
+    group.add_argument("--comment", type=_comment, default="#", metavar="TEXT",
+                       help="a line is ignored from this text on ('' for no comments)")
+    group.add_argument(
+        "--encoding", type=_encoding, default=None,
+        help="text encoding, e.g. cp1252; by default UTF-8, UTF-16 if the file starts with "
+             "its byte order mark, else Latin-1 (with a note)",
+    )
+    group.add_argument(
+        "--header", action=argparse.BooleanOptionalAction, default=None,
+        help="the first row is a header even if it holds numbers (--header), or data "
+             "(--no-header); by default a header when one of its cells is not a number",
+    )
+
+
+def _csv_options(args):
+    """The keyword arguments of :func:`read_csv` set by the options of :func:`_add_csv_options`."""
+    names = ("delimiter", "decimal", "comment", "encoding", "header")
+    return {name: getattr(args, name) for name in names}
 
 
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -512,7 +888,13 @@ class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     Not for flags, nor for options whose default None means "absent" (their
     help says what happens then); a ``--x/--no-x`` pair names the default one.
+    Lines break at blanks only, never inside "log-density".
     """
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _get_help_string(self, action):
         if isinstance(action, argparse.BooleanOptionalAction) and isinstance(action.default, bool):
@@ -567,6 +949,7 @@ def _build_parser():
     search.add_argument("--quiet", "-q", action="store_true", help="no progress bar or status lines")
     search.add_argument("--plots", metavar="DIR", default=None,
                         help="also save diagnostic plots to DIR (needs matplotlib)")
+    _add_csv_options(search)
     search.set_defaults(run=_run_search)
 
     score = commands.add_parser(
@@ -575,15 +958,20 @@ def _build_parser():
         description=(
             "Write one log-density (nats, column log_density) per row of DATA.csv "
             "under a saved model. With --contamination, an outlier column marks "
-            "with -1 the rows below that quantile of the scored rows' own "
+            "with -1 the rows below a threshold of the scored rows' own "
             "log-densities (a saved flow does not keep its training scores) and "
             "the others with +1; a saved FlowOutlierDetector without "
             "--contamination uses its own threshold."
         ),
+        formatter_class=_DefaultsHelpFormatter,
     )
     _add_model_data_output(score)
-    score.add_argument("--contamination", type=float, default=None, metavar="C",
-                       help="fraction in (0, 0.5] of rows to flag as outliers")
+    score.add_argument(
+        "--contamination", type=_contamination, default=None, metavar="C",
+        help="flag as outliers this fraction in (0, 0.5] of the rows, or with 'auto' the rows "
+             "more than 3 scaled median absolute deviations below the median log-density "
+             "(as FlowOutlierDetector(contamination='auto'))",
+    )
     score.set_defaults(run=_run_score)
 
     sample = commands.add_parser(
@@ -605,6 +993,7 @@ def _build_parser():
             "estimators' transform) of every row of DATA.csv under a saved model, "
             "as CSV with a header row."
         ),
+        formatter_class=_DefaultsHelpFormatter,
     )
     _add_model_data_output(transform)
     transform.set_defaults(run=_run_transform)
@@ -616,6 +1005,12 @@ def _add_model_data_output(parser):
     parser.add_argument("model", metavar="MODEL", help="model file saved by 'skflowsearch search'")
     parser.add_argument("data", metavar="DATA.csv", help="numeric CSV file with the model's columns")
     parser.add_argument("--output", "-o", default=None, help="output CSV file (default: stdout)")
+    _add_csv_options(parser)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """``warnings.showwarning`` of the command: one ``warning:`` line in its spelling."""
+    print(f"warning: {_cli_spelling(message)}", file=sys.stderr, flush=True)
 
 
 def main(argv=None):
@@ -639,7 +1034,9 @@ def main(argv=None):
     except SystemExit as exc:  # --help, or a usage error already printed by argparse
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except BrokenPipeError:
         # The reader of stdout went away (e.g. ``| head``): stop quietly, and
         # keep the interpreter from failing again when it flushes stdout.
@@ -652,8 +1049,7 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
     except (ValueError, TypeError) as exc:
         # Rejected parameters or data, e.g. a single feature or too few rows.
-        message = " ".join(str(exc).split())
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_cli_spelling(exc)}", file=sys.stderr)
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:

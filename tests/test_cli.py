@@ -3,6 +3,7 @@ import re
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import joblib
@@ -11,7 +12,9 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow
-from skflowsearch.cli import _SEARCH_OPTIONS, _SHARED_OPTIONS, _build_parser, main
+from skflowsearch.cli import (
+    _SEARCH_OPTIONS, _SHARED_OPTIONS, _build_parser, _cli_spelling, _read_csv_cells, main, read_csv,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,6 +118,8 @@ def test_search_csv_without_header_prints_table(tmp_path, data, capsys):
     out = capsys.readouterr().out
     _assert_table(out)  # only the searched row: the comparison is opt-in
     assert "fitting the searched flow" in out
+    # The rows the user gave, then how the split uses them.
+    assert f"{csv_path}: 60 rows of 3 features; 48 to fit the flows, 12 held out (--test-fraction 0.2)" in out
     assert "alternating" not in out
     assert f"saved the searched model to {model_path}" in out
     model = joblib.load(model_path)
@@ -193,10 +198,10 @@ def _search_help(capsys):
 
 
 def _undecorated_docs():
-    """Both estimators' docstrings without Sphinx markup, whitespace joined."""
+    """Both estimators' docstrings without Sphinx markup, whitespace joined, in CLI spelling."""
     text = " ".join((StructureSearchFlow.__doc__ or "").split() + (CouplingFlow.__doc__ or "").split())
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
-    return re.sub(r"``([^`]+)``", r"\1", text)
+    return _cli_spelling(re.sub(r"``([^`]+)``", r"\1", text))
 
 
 def test_search_option_defaults_are_the_estimator_defaults(capsys):
@@ -207,7 +212,7 @@ def test_search_option_defaults_are_the_estimator_defaults(capsys):
     actions = {action.dest: action for action in subcommands.choices["search"]._actions}
     entries = _search_help(capsys)
     docs = _undecorated_docs()
-    assert {"fitness_budget", "pick", "whiten"} <= set(_SEARCH_OPTIONS)
+    assert {"fitness_budget", "pick", "whiten", "validation_fraction"} <= set(_SEARCH_OPTIONS)
     for name in _SEARCH_OPTIONS:
         value = getattr(args, name)
         if name == "hidden_layer_sizes":
@@ -225,7 +230,8 @@ def test_search_option_defaults_are_the_estimator_defaults(capsys):
         else:
             assert help_text.endswith(f"(default: {default})"), help_text
         if name != "n_jobs":
-            # The help is the first sentence of the parameter's docstring entry.
+            # The help is the first sentence of the parameter's docstring entry
+            # (its parameters spelled as options: "--race-margin" in --pick's).
             sentence = actions[name].help.replace("%%", "%")
             assert sentence.endswith(".") and sentence in docs, (name, sentence)
             assert sentence in help_text
@@ -244,6 +250,31 @@ def test_search_option_defaults_follow_the_estimator(monkeypatch, capsys):
     assert entries["--pick"].endswith("(default: smallest)")
     assert entries["--whiten"].endswith("(default: --no-whiten)")
     assert entries["--fitness-budget"].endswith("(default: 0.25)")
+
+
+def test_cli_spelling_leaves_paths_alone():
+    message = "fitting on /data/max_epochs/run_1.csv and C:\\n_layers\\x.csv: max_epochs=3 is too few"
+    assert _cli_spelling(message) == (
+        "fitting on /data/max_epochs/run_1.csv and C:\\n_layers\\x.csv: --max-epochs 3 is too few"
+    )
+    assert _cli_spelling("see n_layers.") == "see --n-layers."
+
+
+def test_start_and_discrete_options_reach_both_estimators():
+    args = _build_parser().parse_args(["search", "--normalization", "robust", "--base-distribution", "normal",
+                                       "--discrete-features", "0,2"])
+    assert (args.normalization, args.base_distribution, args.discrete_features) == ("robust", "normal", [0, 2])
+    assert {"normalization", "base_distribution", "discrete_features"} <= set(_SHARED_OPTIONS)
+    for text, value in [("auto", "auto"), ("none", False), ("all", True), ("3", [3])]:
+        assert _build_parser().parse_args(["search", "--discrete-features", text]).discrete_features == value
+
+
+@pytest.mark.parametrize("argv", [["--discrete-features", "first"], ["--normalization", "minmax"],
+                                  ["--base-distribution", "laplace"]])
+def test_bad_start_options_are_rejected(capsys, argv):
+    assert main(["search", *argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert argv[0] in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("option", ["--fitness-epochs", "--mutation-proba", "--refit"])
@@ -270,12 +301,16 @@ def test_search_options_reach_the_estimator(tmp_path, data, capsys):
     model_path = tmp_path / "m.joblib"
     status = main(["search", str(csv_path), "--output", str(model_path), "--quiet", *TINY,
                    "--no-whiten", "--pick", "smallest", "--fitness-budget", "0.5",
-                   "--size-penalty", "0.001", "--n-jobs", "1", "--random-state", "3"])
+                   "--size-penalty", "0.001", "--n-jobs", "1", "--random-state", "3",
+                   "--learning-rate", "0.002", "--max-log-scale", "2.5",
+                   "--validation-fraction", "0.2", "--selection-fraction", "0.4"])
     assert status == 0
     _assert_table(capsys.readouterr().out)
     model = joblib.load(model_path)
     params = model.get_params()
     assert params["whiten"] is False
+    assert (params["learning_rate"], params["max_log_scale"]) == (0.002, 2.5)
+    assert (params["validation_fraction"], params["selection_fraction"]) == (0.2, 0.4)
     assert (params["pick"], params["fitness_budget"], params["size_penalty"]) == ("smallest", 0.5, 0.001)
     assert (params["n_jobs"], params["random_state"], params["max_epochs"]) == (1, 3, 3)
     assert (params["population_size"], params["n_offspring"], params["n_generations"]) == (2, 2, 1)
@@ -468,10 +503,11 @@ def test_search_bad_parameters(tmp_path, data, capsys):
     csv_path = _write_csv(tmp_path / "data.csv", data)
     status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"),
                    "--quiet", *TINY, "--n-layers", "0"])
-    assert "n_layers" in _assert_error(capsys, status)
+    # The options' spelling, and no row count for a message that counts none.
+    assert _assert_error(capsys, status) == "error: --n-layers == 0, must be >= 1."
     status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"),
                    "--quiet", *TINY, "--fitness-budget", "0"])
-    assert "fitness_budget" in _assert_error(capsys, status)
+    assert "--fitness-budget" in _assert_error(capsys, status)
     status = main(["search", str(csv_path), "--test-fraction", "1.5", "--quiet", *TINY])
     assert "--test-fraction" in _assert_error(capsys, status)
 
@@ -500,7 +536,9 @@ def test_score_missing_data_file(fitted, tmp_path, capsys):
 def test_score_bad_contamination(fitted, capsys):
     csv_path, model_path = fitted
     status = main(["score", str(model_path), str(csv_path), "--contamination", "0.9"])
-    assert "--contamination" in _assert_error(capsys, status)
+    assert "--contamination must be 'auto' or in (0, 0.5]" in _assert_error(capsys, status)
+    assert main(["score", str(model_path), str(csv_path), "--contamination", "some"]) == 2
+    assert "argument --contamination: not a number: 'some'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["missing", "text", "dict", "sklearn-estimator", "unfitted"])
@@ -575,3 +613,298 @@ def _with_names_like(model, X):
     import pandas as pd
 
     return pd.DataFrame(X, columns=names)
+
+
+# --- CSV formats ---------------------------------------------------------------------
+
+
+def _assert_both_readers(path, expected, names, **options):
+    """``read_csv`` (numpy's pass) and the cell-by-cell reader agree with ``expected``."""
+    X, read_names = read_csv(str(path), **options)
+    np.testing.assert_array_equal(X, expected)
+    assert read_names == names
+    if not options:  # the cell-by-cell reader alone guesses the same layout
+        slow, slow_names = _read_csv_cells(str(path), path.read_bytes().decode("utf-8-sig"))
+        np.testing.assert_array_equal(slow, expected)
+        assert slow_names == names
+
+
+def _no_cell_reader(monkeypatch):
+    """Fail if the slow reader is used: the file must take numpy's one pass."""
+    from skflowsearch import cli
+
+    monkeypatch.setattr(cli, "_read_csv_cells", lambda *a, **k: pytest.fail("read cell by cell"))
+
+
+EXPECTED = np.array([[1.5, 2.25, -0.3], [4.0, 5.5, 6.0]])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "a,b,c\n1.5,2.25,-3e-1\n4,5.5,6\n",
+        "a;b;c\n1.5;2.25;-3e-1\n4;5.5;6\n",
+        "a;b;c\n1,5;2,25;-3e-1\n4;5,5;6\n",  # decimal commas
+        "a\tb\tc\n1,5\t2,25\t-0,3\n4\t5,5\t6\n",
+        "a\tb\tc\n1.5\t2.25\t-0.3\n4\t5.5\t6\n",
+        "  a   b c\n1.5  2.25\t-0.3\n 4 5.5 6\n",  # runs of blanks
+        "a, b, c\n1.5, 2.25, -0.3\n4, 5.5, 6\n",
+        "# exported 2024\n\n# units: none\na;b;c\n1,5;2,25;-0,3 # first\n# second:\n4;5,5;6\n",
+        "a,b,c\r\n1.5,2.25,-0.3\r\n4,5.5,6\r\n",
+    ],
+    ids=["comma", "semicolon", "semicolon-decimal-comma", "tab-decimal-comma", "tab", "whitespace",
+         "comma-space", "comments", "crlf"],
+)
+def test_read_csv_guesses_the_format(tmp_path, monkeypatch, content):
+    path = tmp_path / "table.csv"
+    path.write_text(content, newline="")
+    _assert_both_readers(path, EXPECTED, ["a", "b", "c"])
+    _no_cell_reader(monkeypatch)
+    np.testing.assert_array_equal(read_csv(str(path))[0], EXPECTED)
+
+
+def test_read_csv_given_format(tmp_path):
+    path = tmp_path / "pipes.csv"
+    path.write_text("% two rows\na|b|c\n1,5|2,25|-0,3\n4|5,5|6\n")
+    _assert_both_readers(path, EXPECTED, ["a", "b", "c"], delimiter="|", decimal=",", comment="%")
+    # Not guessed: '|' is no candidate; the message says which delimiter was used.
+    with pytest.raises(Exception, match=r"line 3: 4 fields, expected 1 \(delimiter ','\)"):
+        read_csv(str(path), comment="%")
+    pipes = tmp_path / "no-commas.csv"
+    pipes.write_text("a|b\n1|2\n")
+    with pytest.raises(Exception, match=r"line 2, column 1 \('a\|b'\): non-numeric value '1\|2' "
+                                        r"\(one column found with the delimiter ','; choose the "
+                                        r"delimiter with --delimiter\)"):
+        read_csv(str(pipes))
+    with pytest.raises(Exception, match="delimiter and the decimal mark are both ','"):
+        read_csv(str(path), delimiter=",", decimal=",")
+
+
+def test_read_csv_comment_option(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2 # note\n3,4\n")
+    _assert_both_readers(path, [[1.0, 2.0], [3.0, 4.0]], ["a", "b"])
+    with pytest.raises(Exception, match=r"line 2, column 2 \('b'\): non-numeric value '2 # note'"):
+        read_csv(str(path), comment="")
+
+
+def test_read_csv_header_option(tmp_path):
+    path = tmp_path / "years.csv"
+    path.write_text("1990,1991,1992\n1.5,2,3\n4,5,6\n")
+    X, names = read_csv(str(path))  # guessed: numbers are data
+    assert names is None and X.shape == (3, 3)
+    X, names = read_csv(str(path), header=True)
+    assert names == ["1990", "1991", "1992"]
+    np.testing.assert_array_equal(X, [[1.5, 2, 3], [4, 5, 6]])
+    named = tmp_path / "named.csv"
+    named.write_text("a,b\n1,2\n")
+    with pytest.raises(Exception, match=r"named.csv, line 1, column 1: non-numeric value 'a'"):
+        read_csv(str(named), header=False)
+    assert read_csv(str(named), header=True)[1] == ["a", "b"]
+
+
+def test_read_csv_encodings(tmp_path, capsys):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("# relevé\ntempérature;pression\n1,5;2\n3;4\n".encode("latin-1"))
+    X, names = read_csv(str(latin))
+    assert names == ["température", "pression"]
+    np.testing.assert_array_equal(X, [[1.5, 2.0], [3.0, 4.0]])
+    err = capsys.readouterr().err
+    assert err == (f"note: {latin} is not UTF-8 (byte 0xe9 on line 1); read as Latin-1 "
+                   "(choose the encoding with --encoding)\n")
+    # Named, it is read without a note; as UTF-8 it is an error that says where.
+    assert read_csv(str(latin), encoding="latin-1")[1] == names
+    assert capsys.readouterr().err == ""
+    with pytest.raises(Exception, match=r"not valid utf-8 text \(byte 0xe9 on line 1\)"):
+        read_csv(str(latin), encoding="utf-8")
+    euro = tmp_path / "euro.csv"
+    euro.write_bytes("prix €;n\n1,5;2\n".encode("cp1252"))
+    assert read_csv(str(euro), encoding="cp1252")[1] == ["prix €", "n"]
+    for encoding in ("utf-8-sig", "utf-16"):  # with a byte order mark
+        path = tmp_path / f"{encoding}.csv"
+        path.write_text("größe\tn\n1,5\t2\n", encoding=encoding)
+        X, names = read_csv(str(path))
+        assert names == ["größe", "n"] and X.tolist() == [[1.5, 2.0]]
+        assert read_csv(str(path), encoding="utf-8" if encoding == "utf-8-sig" else encoding)[1] == names
+    assert capsys.readouterr().err == ""
+
+
+def test_read_csv_binary_file(tmp_path):
+    path = tmp_path / "data.npy"
+    np.save(path, np.zeros(3))
+    with pytest.raises(Exception, match="is not a text CSV file .it holds NUL bytes"):
+        read_csv(str(path))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("a;b;c\n1;2;3\n4;x;6\n", r"line 3, column 2 \('b'\): non-numeric value 'x'$"),
+        ("# c\n\na,b\n1,2\n1,zz\n", r"line 5, column 2 \('b'\): non-numeric value 'zz'$"),
+        ("1\t2\n3\t?\n", r"line 2, column 2: non-numeric value '\?'$"),
+        ("a;b\n1;2\n3;\n", r"line 3, column 2 \('b'\): empty cell$"),
+        ("a;b\n1.5;2\n3;2,5\n", r"line 3, column 2 \('b'\): non-numeric value '2,5' "
+                                r"\(a decimal comma\? pass --decimal ,\)$"),
+        ("1;2;3\n4;5\n", r"line 2: 2 fields, expected 3 \(delimiter ';'\)$"),
+        ("a b\n1 inf\n", r"line 2, column 2 \('b'\): 'inf' is not a finite number$"),
+    ],
+    ids=["semicolon", "comments-count", "tab-no-header", "empty", "mixed-decimals", "ragged", "inf"],
+)
+def test_read_csv_errors_name_the_line_and_column(fitted, tmp_path, capsys, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(Exception, match=message) as info:
+        read_csv(str(path))
+    assert str(info.value).startswith(f"{path}, line ")
+    # The same message reaches a CLI user.
+    _, model_path = fitted
+    assert _assert_error(capsys, main(["score", str(model_path), str(path)])) == f"error: {info.value}"
+
+
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+def test_score_reads_the_odd_formats(fitted, data, tmp_path, capsys):
+    _, model_path = fitted
+    model = joblib.load(model_path)
+    expected = model.score_samples(_with_names_like(model, data))
+    rows = "\n".join(";".join(repr(float(v)).replace(".", ",") for v in row) for row in data)
+    latin = tmp_path / "excel.csv"
+    latin.write_bytes(f"# mesures à Zürich\na;b;c\n{rows}\n".encode("latin-1"))
+    assert main(["score", str(model_path), str(latin)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("note:") and "Latin-1" in captured.err
+    np.testing.assert_allclose(_read_output(captured.out)[1][:, 0], expected, rtol=1e-12)
+    # The same file, its format given.
+    assert main(["score", str(model_path), str(latin), "--delimiter", ";", "--decimal", ",",
+                 "--encoding", "latin-1", "--header", "--comment", "#"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    np.testing.assert_allclose(_read_output(captured.out)[1][:, 0], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--delimiter", "ab", "argument --delimiter: not a delimiter: 'ab'"),
+        ("--delimiter", ".", "argument --delimiter: not a delimiter: '.'"),
+        ("--encoding", "klingon", "argument --encoding: unknown encoding: 'klingon'"),
+        ("--comment", "1", "argument --comment: not a comment marker: '1'"),
+        ("--decimal", ";", "argument --decimal: invalid choice: ';'"),
+    ],
+)
+def test_bad_csv_options(capsys, option, value, message):
+    assert main(["score", "model.joblib", "data.csv", option, value]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_csv_option_words():
+    parser = _build_parser()
+    args = parser.parse_args(["score", "m", "d", "--delimiter", "tab", "--no-header"])
+    assert (args.delimiter, args.header, args.decimal, args.comment) == ("\t", False, None, "#")
+    assert parser.parse_args(["transform", "m", "d", "--delimiter", "whitespace"]).delimiter == " "
+    assert parser.parse_args(["search", "--header"]).header is True
+
+
+# --- messages in the command line's spelling ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        ("Pass whiten=False, or more rows.", "Pass --no-whiten, or more rows."),
+        ("whiten=True needs more training rows", "--whiten needs more training rows"),
+        ("reached max_epochs=3 while improving. Consider a larger max_epochs.",
+         "reached --max-epochs 3 while improving. Consider a larger --max-epochs."),
+        ("n_layers == 0, must be >= 1.", "--n-layers == 0, must be >= 1."),
+        ("a smaller selection_fraction or validation_fraction=0.1.",
+         "a smaller --selection-fraction or --validation-fraction 0.1."),
+        ("lower learning_rate or max_log_scale", "lower --learning-rate or --max-log-scale"),
+        ("hidden_layer_sizes must be", "--hidden must be"),
+        ("rows (n_samples = 48 minus 5\n   for validation)", "rows (48 rows minus 5 for validation)"),
+        # Plain words and attributes stay.
+        ("one flow on one device; pick one", "one flow on one device; pick one"),
+        ("masks_ and n_layers_ and hidden_layer_sizes_", "masks_ and n_layers_ and hidden_layer_sizes_"),
+    ],
+)
+def test_cli_spelling(message, expected):
+    assert _cli_spelling(message) == expected
+
+
+def test_search_errors_name_the_rows_and_the_options(tmp_path, data, capsys, monkeypatch):
+    """An estimator's error reaches the CLI user in option spelling, its rows explained."""
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+
+    def fail(self, X, y=None):
+        raise ValueError(f"n_samples = {len(X)} is too few with validation_fraction=0.1. "
+                         "Pass whiten=False, or more rows.")
+
+    monkeypatch.setattr(StructureSearchFlow, "fit", fail)
+    status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"), "--quiet"])
+    assert _assert_error(capsys, status) == (
+        f"error: fitting the searched flow on 48 of the 60 rows of {csv_path} (12 held out by "
+        "--test-fraction 0.2): 48 rows is too few with --validation-fraction 0.1. "
+        "Pass --no-whiten, or more rows."
+    )
+    status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"), "--quiet",
+                   "--test-fraction", "0"])
+    assert f"fitting the searched flow on the 60 rows of {csv_path}: 60 rows is too few" in (
+        _assert_error(capsys, status))
+    # A Python user gets the estimator's own words.
+    with pytest.raises(ValueError, match="Pass whiten=False"):
+        StructureSearchFlow().fit(data)
+
+
+def test_search_too_few_rows_after_the_split(tmp_path, data, capsys):
+    csv_path = _write_csv(tmp_path / "two.csv", data[:2])
+    message = _assert_error(capsys, main(["search", str(csv_path), "--quiet", *TINY]))
+    # scikit-learn counts the one row left for fitting; the message says where it comes from.
+    assert message.startswith(f"error: fitting the searched flow on 1 of the 2 rows of {csv_path} "
+                              "(1 held out by --test-fraction 0.2): ")
+    one = _write_csv(tmp_path / "one.csv", data[:1])
+    assert _assert_error(capsys, main(["search", str(one), "--quiet", *TINY])) == (
+        f"error: --test-fraction 0.2 of the 1 row of {one} leaves no rows to fit the flows on")
+
+
+def test_warnings_reach_the_user_in_option_spelling(tmp_path, data, capsys, monkeypatch):
+    from sklearn.exceptions import ConvergenceWarning
+
+    original_fit = StructureSearchFlow.fit
+
+    def warn_and_fit(self, X, y=None):
+        warnings.warn(f"reached max_epochs={self.max_epochs}; consider a larger max_epochs.",
+                      ConvergenceWarning)
+        warnings.warn(f"{len(X) - 5} training rows for {X.shape[1]} features.", UserWarning)
+        return original_fit(self, X, y)
+
+    monkeypatch.setattr(StructureSearchFlow, "fit", warn_and_fit)
+    csv_path = _write_csv(tmp_path / "data.csv", data)
+    shown = warnings.showwarning
+    assert main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"), "--quiet", *TINY]) == 0
+    err_lines = capsys.readouterr().err.splitlines()
+    assert "warning: reached --max-epochs 3; consider a larger --max-epochs." in err_lines
+    # A warning that counts rows says which rows it counts.
+    assert (f"warning: fitting the searched flow on 48 of the 60 rows of {csv_path} (12 held out by "
+            "--test-fraction 0.2): 43 training rows for 3 features.") in err_lines
+    assert not any("max_epochs" in line or "ConvergenceWarning" in line for line in err_lines)
+    assert warnings.showwarning is shown  # restored for Python users
+
+
+def test_n_jobs_zero_is_a_usage_error(capsys):
+    assert main(["search", "--n-jobs", "0"]) == 2
+    assert "argument --n-jobs: 0 has no meaning; use a positive number or -1" in capsys.readouterr().err
+
+
+def test_score_contamination_auto(fitted, data, tmp_path):
+    _, model_path = fitted
+    far = np.array([[30.0, -30.0, 30.0], [-25.0, 25.0, 40.0]])
+    csv_path = _write_csv(tmp_path / "data.csv", np.vstack([data, far]), header=["a", "b", "c"])
+    out_path = tmp_path / "scores.csv"
+    assert main(["score", str(model_path), str(csv_path), "--output", str(out_path),
+                 "--contamination", "auto"]) == 0
+    header, rows = _read_output(out_path.read_text())
+    assert header == ["log_density", "outlier"]
+    scores = rows[:, 0]
+    median = np.median(scores)
+    offset = median - 3 * 1.4826 * np.median(np.abs(scores - median))
+    np.testing.assert_array_equal(rows[:, 1], np.where(scores < offset, -1, 1))
+    assert np.all(rows[-2:, 1] == -1)  # the far rows
+    assert np.mean(rows[:-2, 1] == -1) < 0.1

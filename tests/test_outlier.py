@@ -12,6 +12,7 @@ from sklearn.neighbors import KernelDensity
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow
+from skflowsearch._outlier import _offset
 
 
 def _small_flow(**params):
@@ -24,6 +25,9 @@ def _small_flow(**params):
         # Unseeded inner flow: the checks seed the detector's random_state,
         # which must reach the flow for repeated fits to agree.
         FlowOutlierDetector(_small_flow().set_params(random_state=None)),
+        # The default stays 0.1; "auto" must pass the outlier checks too (both
+        # labels on their blobs).
+        FlowOutlierDetector(_small_flow(), contamination="auto"),
     ]
 )
 def test_sklearn_compatible(estimator, check):
@@ -151,7 +155,7 @@ def test_non_numeric_column_left_to_a_pipeline_that_drops_it(gaussian_data):
     numeric = FlowOutlierDetector(_small_flow(), random_state=0).fit(frame[["a", "b", "c"]])
     np.testing.assert_allclose(detector.score_samples(frame), numeric.score_samples(frame[["a", "b", "c"]]))
     # Without the pipeline, the flow itself rejects the strings.
-    with pytest.raises(ValueError, match="could not convert string to float"):
+    with pytest.raises(ValueError, match=r"X has non-numeric column\(s\) \['label'\]"):
         FlowOutlierDetector(_small_flow()).fit(frame)
     # Missing values are still the detector's to reject (sklearn's message for object arrays).
     frame.loc[0, "a"] = np.nan
@@ -177,7 +181,9 @@ def test_breast_cancer_novelty_detection():
     assert np.mean(detector.predict(held_out) == 1) > 0.5
 
 
-@pytest.mark.parametrize("contamination", [0, 0.0, -0.1, 0.51, 1.0, "auto", float("nan"), None])
+@pytest.mark.parametrize(
+    "contamination", [0, 0.0, -0.1, 0.51, 1.0, "Auto", "", "0.1", float("nan"), None]
+)
 def test_bad_contamination_raises(gaussian_data, contamination):
     detector = FlowOutlierDetector(GaussianMixture(), contamination=contamination)
     with pytest.raises((ValueError, TypeError), match="contamination"):
@@ -190,6 +196,72 @@ def test_numeric_bad_contamination_is_value_error(gaussian_data, contamination, 
     monkeypatch.setattr(GaussianMixture, "fit", lambda *a, **k: pytest.fail("fitted"))
     with pytest.raises(ValueError, match="contamination"):
         FlowOutlierDetector(GaussianMixture(), contamination=contamination).fit(gaussian_data)
+
+
+def _hampel_offset(scores):
+    median = np.median(scores)
+    return median - 3 * 1.4826 * np.median(np.abs(scores - median))
+
+
+def test_auto_offset_is_median_less_three_scaled_mads(gaussian_data):
+    detector = FlowOutlierDetector(_small_flow(), contamination="auto").fit(gaussian_data)
+    scores = detector.score_samples(gaussian_data)
+    assert detector.offset_ == pytest.approx(_hampel_offset(scores))
+    np.testing.assert_array_equal(detector.predict(gaussian_data), np.where(scores < detector.offset_, -1, 1))
+    assert FlowOutlierDetector().contamination == 0.1  # "auto" is opt-in
+
+
+@pytest.mark.parametrize("n_features, expected", [(2, 0.059), (3, 0.040), (10, 0.015)])
+def test_auto_flags_few_rows_of_clean_gaussian_data(n_features, expected):
+    # Under the true (Gaussian) density, the fraction of the Notes.
+    X = np.random.RandomState(1).normal(size=(4000, n_features))
+    detector = FlowOutlierDetector(GaussianMixture(random_state=0), contamination="auto").fit(X)
+    assert np.mean(detector.predict(X) == -1) == pytest.approx(expected, abs=0.012)
+
+
+def test_auto_flags_clear_outliers_and_is_not_moved_by_them(gaussian_data):
+    # 10% of the rows, scattered far from the others.
+    directions = np.random.RandomState(2).normal(size=(40, 3))
+    outliers = 15.0 * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    X = np.vstack([gaussian_data, outliers])
+    auto = FlowOutlierDetector(GaussianMixture(random_state=0), contamination="auto")
+    labels = auto.fit(X).predict(X)
+    assert np.all(labels[len(gaussian_data):] == -1)
+    assert np.mean(labels[:len(gaussian_data)] == -1) < 0.08
+    # The rule itself is robust: 10% of very low scores move it by under a nat (the
+    # mean less 3 standard deviations would move by several nats).
+    clean = clone(auto).fit(gaussian_data)
+    scores = clean.score_samples(gaussian_data)
+    with_low = np.r_[scores, np.full(40, scores.min() - 50.0)]
+    assert abs(_offset(with_low, "auto") - clean.offset_) < 1.0
+    assert abs((with_low.mean() - 3 * with_low.std()) - (scores.mean() - 3 * scores.std())) > 5
+    # A fixed fraction below the true one misses outliers; "auto" needs none given.
+    fixed = FlowOutlierDetector(GaussianMixture(random_state=0), contamination=0.05).fit(X)
+    assert np.sum(fixed.predict(X)[len(gaussian_data):] == -1) < len(outliers)
+
+
+def test_auto_offset_with_tied_or_infinite_scores():
+    # More than half the scores tie: the median deviation is 0 and would put
+    # the threshold at the median (flagging every lower row); the mean one is used.
+    scores = np.r_[np.zeros(60), -np.arange(1.0, 41.0)]
+    offset = _offset(scores, "auto")
+    assert offset == pytest.approx(-3 * 1.4826 * np.mean(np.abs(scores)))
+    assert np.mean(scores < offset) < 0.2
+    # -inf scores (rows off the data's support) do not make the threshold NaN.
+    with_inf = np.r_[np.random.RandomState(0).normal(size=40), np.full(50, -np.inf)]
+    assert np.isfinite(_offset(with_inf, "auto"))
+    assert _offset(np.full(5, -np.inf), "auto") == -np.inf
+
+
+def test_auto_does_not_depend_on_the_units(gaussian_data):
+    # Rescaling the features shifts every log-density by one constant: the
+    # "auto" threshold moves with it.
+    detector = FlowOutlierDetector(GaussianMixture(random_state=0), contamination="auto")
+    labels = detector.fit(gaussian_data).predict(gaussian_data)
+    scaled = clone(detector).fit(gaussian_data * 1000.0)
+    np.testing.assert_array_equal(scaled.predict(gaussian_data * 1000.0), labels)
+    assert scaled.offset_ == pytest.approx(detector.offset_ - 3 * np.log(1000.0), abs=1e-6)
+    assert 0 < np.sum(labels == -1) < 0.1 * len(labels)
 
 
 def test_estimator_without_score_samples_raises(gaussian_data):
