@@ -76,7 +76,6 @@ def setup(name, n_layers, epochs):
     config = TrainingConfig(hidden_layer_sizes=HIDDEN, max_epochs=epochs, batch_size=BATCH_SIZE,
                             n_iter_no_change=10 * epochs + 10)
     stack = CouplingFlowStack(torch.as_tensor(masks[None]), HIDDEN, [INIT_SEED])
-    stack.initialize_actnorm(torch.as_tensor(Z_train[:4096], dtype=torch.float32))
     hand_init = HandFlow.from_stack(stack)  # same initial weights as fit_flows' module
     return Z_train, Z_val, masks, config, hand_init
 

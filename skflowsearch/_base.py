@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from scipy.special import ndtr, ndtri, stdtr, stdtrit
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
@@ -19,11 +20,20 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import resolve_device, resolve_devices
 from ._masks import check_hidden_layer_sizes, effective_n_parameters
-from ._preprocessing import fit_affine_normalizer
+from ._preprocessing import BASE_DISTRIBUTIONS, NORMALIZATIONS, choose_start, warn_if_few_rows
+from ._transforms import student_t_scale
 from . import _training
 from ._training import TrainingConfig, fit_flows
 
 _SEED_HIGH = 2**63 - 1
+
+# A row with discrete columns scores the mean log-density over this many
+# dequantization offsets (a Latin hypercube of the unit cell).
+N_DEQUANTIZATION_OFFSETS = 8
+
+# A continuous column with at most this many distinct values has point masses:
+# fit warns.
+FEW_DISTINCT_VALUES = 10
 
 
 def check_real(value, name, **bounds):
@@ -38,6 +48,12 @@ def check_integer(value, name, **bounds):
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int; got {value!r}.")
     check_scalar(value, name, numbers.Integral, **bounds)
+
+
+def check_option(value, name, options):
+    """Raise unless ``value`` is one of the strings ``options``."""
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}; got {value!r}.")
 
 
 def draw_seeds(rng, n):
@@ -63,6 +79,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         )
         check_integer(self.n_iter_no_change, "n_iter_no_change", min_val=1)
         check_real(self.max_log_scale, "max_log_scale", min_val=0, include_boundaries="neither")
+        check_option(self.normalization, "normalization", NORMALIZATIONS)
+        check_option(self.base_distribution, "base_distribution", BASE_DISTRIBUTIONS)
 
     def _training_config(self):
         return TrainingConfig(
@@ -77,6 +95,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         )
 
     def _validate_fit_data(self, X):
+        _check_numeric_columns(X)
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2, ensure_min_features=1)
         n_samples, n_features = X.shape
         if n_features < 2:
@@ -93,15 +112,65 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 f"{self.validation_fraction} at least 2 rows must remain for training "
                 f"and 1 for validation."
             )
-        if self.whiten and n_train <= n_features:
-            # The sample correlation is singular: whitening would blow the
-            # directions the training rows do not span up by ~1/sqrt(ridge).
-            raise ValueError(
-                f"whiten=True needs more training rows than features; got {n_train} training "
-                f"rows (n_samples = {n_samples} minus {n_val} for validation) for {n_features} "
-                "features. Pass whiten=False, or more rows."
-            )
         return X
+
+    def _dequantize_fit_rows(self, X, X_train, X_val, rng):
+        """Set ``discrete_features_`` and ``dequantization_offsets_``; dequantize the fit rows.
+
+        A discrete column's values are moved by uniform noise on ``[0, 1)``, so
+        that they fill their unit cells with a density, instead of point
+        masses whose density grows without bound during training.
+        """
+        self.discrete_features_ = self._discrete_columns(X)
+        columns = np.flatnonzero(self.discrete_features_)
+        self.dequantization_offsets_ = np.zeros((1, X.shape[1]))
+        if not columns.size:
+            return X_train, X_val
+        noise = np.random.default_rng(draw_seeds(rng, 1)[0])
+        X_train, X_val = X_train.copy(), X_val.copy()
+        X_train[:, columns] += noise.random((X_train.shape[0], columns.size))
+        X_val[:, columns] += noise.random((X_val.shape[0], columns.size))
+        # A Latin hypercube of cell centres: each column's offsets are
+        # (i + 1/2) / N in a random order.
+        n = N_DEQUANTIZATION_OFFSETS
+        offsets = np.zeros((n, X.shape[1]))
+        offsets[:, columns] = (np.argsort(noise.random((n, columns.size)), axis=0) + 0.5) / n
+        self.dequantization_offsets_ = offsets
+        return X_train, X_val
+
+    def _discrete_columns(self, X):
+        """Bool mask of the columns to dequantize, from ``discrete_features``."""
+        integer = (X == np.round(X)).all(axis=0)
+        requested = self.discrete_features
+        if isinstance(requested, str):
+            if requested != "auto":
+                raise ValueError(
+                    "discrete_features must be 'auto', a bool, a bool mask or integer column "
+                    f"indices; got {requested!r}."
+                )
+            discrete = integer
+        elif isinstance(requested, (bool, np.bool_)):
+            discrete = np.full(X.shape[1], bool(requested))
+        else:
+            discrete = _column_mask(requested, X.shape[1])
+        not_integer = np.flatnonzero(discrete & ~integer)
+        if not_integer.size:
+            raise ValueError(
+                f"discrete_features: column(s) {not_integer.tolist()} hold non-integer values; "
+                "discrete columns must be integer-valued (multiply a grid such as 0.5 steps "
+                "to integers first)."
+            )
+        few = [int(j) for j in np.flatnonzero(~discrete) if np.unique(X[:, j]).size <= FEW_DISTINCT_VALUES]
+        if few and X.shape[0] > 2 * FEW_DISTINCT_VALUES:
+            warnings.warn(
+                f"{type(self).__name__}: column(s) {few} take at most {FEW_DISTINCT_VALUES} "
+                "distinct non-integer values: a continuous density puts point masses there and "
+                "its log-likelihood grows without bound. Map them to integers to have them "
+                "dequantized (see discrete_features).",
+                UserWarning,
+            )
+        # A constant column stays as it is, for the normalizer to reject.
+        return discrete & (X.max(axis=0) > X.min(axis=0))
 
     def _n_validation(self, n_samples):
         return max(1, int(round(self.validation_fraction * n_samples)))
@@ -144,25 +213,50 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         # Drawn before the structure is chosen: a search whose winner is the
         # default structure ends with exactly the CouplingFlow of its random_state.
         init_seed, batch_seed = draw_seeds(rng, 2)
-        masks, hidden_layer_sizes = self._choose_structure(X_train, X_val, rng, devices)
-
+        X_train, X_val = self._dequantize_fit_rows(X, X_train, X_val, rng)
+        warn_if_few_rows(X_train.shape[0], X.shape[1], type(self).__name__, self.whiten)
         # Fitted on the training rows only: the validation rows stay unseen.
-        self.mean_, self.scale_, self.input_matrix_, self.input_log_det_ = fit_affine_normalizer(
-            X_train, whiten=self.whiten
+        (start, normalizer), gaussian = choose_start(
+            X_train, X_val, whiten=self.whiten, normalization=self.normalization,
+            base_distribution=self.base_distribution,
         )
-        config = replace(self._training_config(), hidden_layer_sizes=hidden_layer_sizes)
-        result = fit_flows(
-            masks[None],
-            self._normalize(X_train),
-            self._normalize(X_val),
-            seeds=[init_seed],
-            batch_seed=batch_seed,
-            config=config,
-            device=devices[0],
-            epoch_callback=self._print_epoch if self.verbose >= self._epoch_verbose_level else None,
-        )
+        masks, hidden_layer_sizes = self._choose_structure(X_train, X_val, start, rng, devices)
+
+        # A start that scores higher untrained need not train better: when the
+        # chosen one is not the Gaussian start, the final flow is trained from
+        # both, and the better on the validation rows is kept.
+        finals = [(start, normalizer)]
+        if gaussian is not None and gaussian[0] != start:
+            finals.append(gaussian)
+        best = None
+        for candidate, candidate_normalizer in finals:
+            self._set_start(candidate, candidate_normalizer)
+            if self.verbose >= self._epoch_verbose_level:
+                print(f"[{type(self).__name__}] training from {_describe(candidate)}")
+            config = replace(self._training_config(), base_df=candidate.df,
+                             hidden_layer_sizes=hidden_layer_sizes)
+            result = fit_flows(
+                masks[None],
+                self._normalize(X_train),
+                self._normalize(X_val),
+                seeds=[init_seed],
+                batch_seed=batch_seed,
+                config=config,
+                device=devices[0],
+                epoch_callback=self._print_epoch if self.verbose >= self._epoch_verbose_level else None,
+            )
+            score = float(result.best_validation_score[0]) + candidate_normalizer.log_det
+            if best is None or score > best[0]:
+                best = (score, candidate, candidate_normalizer, result)
+        _, start, normalizer, result = best
+        self._set_start(start, normalizer)
         self._store_result(masks, hidden_layer_sizes, result, devices[0])
         return self
+
+    def _set_start(self, start, normalizer):
+        self.normalization_, self.base_df_ = start.normalization, start.df
+        self.mean_, self.scale_ = normalizer.mean, normalizer.scale
+        self.input_matrix_, self.input_log_det_ = normalizer.matrix, normalizer.log_det
 
     def _normalize(self, X):
         return (X - self.mean_) @ self.input_matrix_
@@ -170,9 +264,11 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     # The verbose level from which the final training prints one line per epoch.
     _epoch_verbose_level = 1
 
-    def _choose_structure(self, X_train, X_val, rng, devices):
+    def _choose_structure(self, X_train, X_val, start, rng, devices):
         """``(masks, hidden_layer_sizes)`` of the final flow, from the raw training rows.
 
+        ``start`` (:class:`~skflowsearch._preprocessing.Start`) is the
+        normalization and base distribution every flow of the fit starts from.
         ``masks`` is an (n_layers, n_features) bool array.
         """
         raise NotImplementedError
@@ -199,7 +295,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 "learning_rate or max_log_scale.",
                 RuntimeWarning,
             )
-        elif result.n_epochs[0] >= self.max_epochs:
+        elif (result.n_epochs[0] >= self.max_epochs
+              and result.best_epoch[0] > max(0, result.n_epochs[0] - self.n_iter_no_change)):
             # Early stopping did not end the training: the validation score was
             # still improving within the last n_iter_no_change epochs.
             warnings.warn(
@@ -226,15 +323,23 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     # --- inference -----------------------------------------------------------------
 
-    def _flow_input(self, X):
+    def _validated(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return validate_data(self, X, reset=False, dtype=np.float64)
+
+    def _flow_input(self, X, offset):
+        """Validated rows ``X``, moved by ``offset`` on the discrete columns, in the flow's input space."""
         # Rows near the float64 limit can overflow here; they score -inf.
         with np.errstate(over="ignore", invalid="ignore"):
-            return self._normalize(X)
+            return self._normalize(X + offset * self.discrete_features_)
 
     def score_samples(self, X):
         """Log-density of each row of ``X`` in the original feature space.
+
+        On discrete columns (``discrete_features_``) a row's score is the mean
+        log-density over ``dequantization_offsets_`` of its unit cell: an
+        estimate of a lower bound of the log-probability of the row's values
+        of those columns (times the density of the others).
 
         Parameters
         ----------
@@ -245,11 +350,16 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         log_density : ndarray of shape (n_samples,)
             In nats, including the log-Jacobian of the internal normalization.
         """
-        Z = self._flow_input(X)
-        finite = np.isfinite(Z).all(axis=1)
-        out = np.full(finite.shape[0], -np.inf)
-        out[finite] = self._in_chunks(lambda rows: self.flow_.log_prob(rows)[0], Z[finite])
-        return out + self.input_log_det_
+        Z_centre = self._flow_input(self._validated(X), 0.0)
+        total = 0.0
+        for offset in self.dequantization_offsets_:
+            # The map is affine: moving the rows moves their image by offset @ M.
+            Z = Z_centre + (offset * self.discrete_features_) @ self.input_matrix_
+            finite = np.isfinite(Z).all(axis=1)
+            out = np.full(finite.shape[0], -np.inf)
+            out[finite] = self._in_chunks(lambda rows: self.flow_.log_prob(rows)[0], Z[finite])
+            total = total + out
+        return total / len(self.dequantization_offsets_) + self.input_log_det_
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X`` (nats per row); higher is better.
@@ -295,12 +405,15 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return out
 
     def transform(self, X):
-        """Map rows to the flow's latent space, where the fitted density is a standard normal.
+        """Map rows to a latent space where the fitted density is a standard normal.
 
         The rows are normalized (``(X - mean_) @ input_matrix_``) and passed
-        through every layer of the flow: the result is a joint
-        Gaussianization of the features, where ``QuantileTransformer`` or
-        ``PowerTransformer`` act column by column.
+        through every layer of the flow; with a Student t base (``base_df_``
+        finite) each latent column is then mapped to a standard normal through
+        the t's distribution function. The result is a joint Gaussianization
+        of the features, where ``QuantileTransformer`` or ``PowerTransformer``
+        act column by column. Discrete columns enter at the centre of their
+        unit cell.
 
         Parameters
         ----------
@@ -311,8 +424,11 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         Z : ndarray of shape (n_samples, n_features)
             Latent rows (float64); ``inverse_transform`` maps them back.
         """
-        Z = self._flow_input(X)
-        return self._in_chunks(lambda rows: self.flow_(rows)[0][0], Z, Z.shape[1:])
+        # The centre of a discrete value's unit cell, which inverse_transform
+        # rounds back.
+        Z = self._flow_input(self._validated(X), 0.5)
+        return _base_to_normal(self._in_chunks(lambda rows: self.flow_(rows)[0][0], Z, Z.shape[1:]),
+                               self.base_df_)
 
     def inverse_transform(self, X):
         """Map latent rows back to the original feature space (the inverse of ``transform``).
@@ -326,8 +442,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         -------
         X_original : ndarray of shape (n_samples, n_features)
         """
-        check_is_fitted(self)
-        Z = validate_data(self, X, reset=False, dtype=np.float64)
+        Z = _normal_to_base(self._validated(X), self.base_df_)
         return self._denormalize(self._in_chunks(lambda rows: self.flow_.inverse(rows)[0][0], Z, Z.shape[1:]))
 
     def _in_chunks(self, function, Z, per_row_shape=()):
@@ -344,7 +459,13 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return out
 
     def _denormalize(self, Z):
-        return np.linalg.solve(self.input_matrix_.T, Z.T).T + self.mean_
+        """Rows of the flow's input space back in the original one; discrete columns rounded down.
+
+        A dequantized value lies in ``[k, k + 1)`` for the integer ``k`` it came from.
+        """
+        X = np.linalg.solve(self.input_matrix_.T, Z.T).T + self.mean_
+        X[:, self.discrete_features_] = np.floor(X[:, self.discrete_features_])
+        return X
 
     @property
     def _n_features_out(self):
@@ -353,7 +474,9 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     # --- persistence ---------------------------------------------------------------
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the instance's own __dict__,
+        # whose flow_ must stay on its device.
+        state = dict(super().__getstate__())
         flow = state.get("flow_")
         if flow is not None and flow.masks.device.type != "cpu":
             state["flow_"] = copy.deepcopy(flow).cpu()
@@ -378,6 +501,75 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         # CUDA kernels may reduce in a different order from run to run.
         tags.non_deterministic = any(d.type == "cuda" for d in _safe_devices(self.device))
         return tags
+
+
+def _base_to_normal(Z, df):
+    """Points of the base (Student t of ``df``, or normal) mapped to a standard normal, per column."""
+    if np.isinf(df):
+        return Z
+    t = Z / student_t_scale(df)
+    # Through the lower tail on both sides, by symmetry: precise far out.
+    with np.errstate(divide="ignore"):
+        return np.where(t > 0, -ndtri(stdtr(df, -t)), ndtri(stdtr(df, t)))
+
+
+def _normal_to_base(U, df):
+    """The inverse of :func:`_base_to_normal`."""
+    if np.isinf(df):
+        return U
+    with np.errstate(divide="ignore"):
+        t = np.where(U > 0, -stdtrit(df, ndtr(-U)), stdtrit(df, ndtr(U)))
+    return student_t_scale(df) * t
+
+
+def _describe(start):
+    """The start in words, for verbose output."""
+    base = "a normal base" if np.isinf(start.df) else f"a Student t base (df={start.df:g})"
+    return f"the {start.normalization} normalization with {base}"
+
+
+def _column_mask(columns, n_features):
+    """Bool mask of shape (n_features,) from a bool mask or integer indices."""
+    columns = np.asarray(columns)
+    if columns.dtype == bool:
+        if columns.shape != (n_features,):
+            raise ValueError(
+                f"discrete_features as a bool mask must have shape ({n_features},); "
+                f"got {columns.shape}."
+            )
+        return columns.copy()
+    if columns.ndim != 1 or (columns.size and not np.issubdtype(columns.dtype, np.integer)):
+        raise ValueError(
+            "discrete_features must be 'auto', a bool, a bool mask or integer column indices; "
+            f"got {columns!r}."
+        )
+    if columns.size and (columns.min() < -n_features or columns.max() >= n_features):
+        raise ValueError(f"discrete_features: indices must be in [0, {n_features}); got {columns.tolist()}.")
+    mask = np.zeros(n_features, dtype=bool)
+    mask[columns] = True
+    return mask
+
+
+def _check_numeric_columns(X):
+    """Name the non-numeric columns of a DataFrame, which validate_data would not."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return
+    import pandas as pd  # X is a DataFrame
+
+    def numeric(column):
+        # Object columns that hold numbers convert, as validate_data would.
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            return True
+        converted = pd.to_numeric(column, errors="coerce")
+        return bool((converted.notna() | column.isna()).all())
+
+    bad = [str(name) for name, column in X.items() if not numeric(column)]
+    if bad:
+        raise ValueError(
+            f"X has non-numeric column(s) {bad}: flows model numeric features only. Encode or "
+            "drop them (e.g. with sklearn.compose.ColumnTransformer)."
+        )
 
 
 def _safe_devices(device):

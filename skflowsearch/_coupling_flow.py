@@ -9,10 +9,14 @@ class CouplingFlow(BaseFlow):
 
     The data are standardized (and, by default, whitened) with statistics of
     the training data; a stack of masked affine coupling layers then maps them
-    to a standard normal. ``score_samples`` returns exact log-densities in the
-    original feature space; ``transform`` gives the latent (standard normal)
-    rows and ``inverse_transform`` maps them back, so the flow is also a
-    joint Gaussianizing transformer.
+    to the base distribution, a standard normal or a heavy-tailed Student t.
+    The untrained flow (the normalization and the base, chosen on the
+    validation rows) is never below the maximum-likelihood Gaussian there,
+    and early stopping leaves it only when validation agrees. ``transform``
+    maps rows to standard normal latent rows, ``inverse_transform`` maps
+    them back, so the flow is also a joint Gaussianizing transformer.
+    ``score_samples`` returns exact log-densities in the original feature
+    space.
 
     Parameters
     ----------
@@ -29,14 +33,43 @@ class CouplingFlow(BaseFlow):
         Hidden widths of the tanh MLP that outputs each layer's log-scale and
         shift.
     whiten : bool, default=True
-        Decorrelate the standardized features (ZCA, with the training
-        correlation matrix) before the flow, so that the untrained flow is the
-        maximum-likelihood Gaussian and training models only what a Gaussian
-        misses. Densities stay in the original space either way. Needs more
-        training rows than features, and no column that is a linear
-        combination of others (``ValueError`` otherwise).
+        Decorrelate the standardized features (ZCA) before the flow, so that
+        the untrained flow is a full-covariance Gaussian and training models
+        only what a Gaussian misses. The correlation is shrunk toward the
+        identity (Ledoit-Wolf), which keeps wide tables (few rows per
+        feature) well conditioned; ``fit`` warns when there are fewer than 10
+        training rows per feature. A column that is a linear combination of
+        others raises ``ValueError``. Densities stay in the original space
+        either way.
+    normalization : {"auto", "standard", "robust"}, default="auto"
+        How columns are centred and scaled: ``"standard"`` by mean and
+        standard deviation; ``"robust"`` by median and interquartile range,
+        with the whitening correlation taken on rows clipped at 3 robust
+        standard deviations, so that a few extreme training rows (say 1-10%
+        contamination) do not set the scale of all the others. ``"auto"``
+        takes the one whose untrained flow scores higher on the validation
+        rows.
+    base_distribution : {"auto", "normal", "student_t"}, default="auto"
+        The base: a standard normal, or a product of Student t with 1, 2, 4,
+        8, 16 or 32 degrees of freedom (scaled to the normal's quartiles) for
+        heavy-tailed data. ``"auto"`` (and ``"student_t"`` for the degrees)
+        chooses on the validation rows, like ``normalization``.
+    discrete_features : "auto", bool or array-like, default="auto"
+        Columns that hold integers (counts, flags, ratings, years). A
+        continuous density on such point masses grows without bound, so they
+        are dequantized: uniform noise on ``[0, 1)`` is added to their values
+        during training, and a row is scored by its mean log-density over 8
+        fixed points of its unit cell. The score is then an estimate of a
+        lower bound (Jensen's inequality) of the log-probability of the
+        discrete values times the density of the others; samples and
+        ``inverse_transform`` round these columns down to integers.
+        ``"auto"``: every column whose training values are all integers;
+        ``True``/``False``: all/none; or a bool mask or column indices. A
+        column given as discrete must hold integers. ``fit`` warns about
+        non-integer columns with at most 10 distinct values.
     actnorm : bool, default=True
-        Data-initialised per-feature affine layers before every coupling.
+        Learned per-feature affine layers before every coupling (starting as
+        the identity, like the couplings).
     max_log_scale : float, default=3.0
         Soft bound on each coupling's log-scale.
     max_epochs : int, default=200
@@ -80,10 +113,22 @@ class CouplingFlow(BaseFlow):
         The fitted flow (a one-member ``CouplingFlowStack`` in float64) acting on
         the normalized features ``(X - mean_) @ input_matrix_``.
     mean_ : ndarray of shape (n_features,)
-        Per-feature mean of the training rows (the validation rows excluded: the
-        normalizer never sees them).
+        Per-feature location of the training rows, their mean or median (see
+        `normalization_`; the validation rows excluded: the normalizer never
+        sees them).
     scale_ : ndarray of shape (n_features,)
-        Per-feature standard deviation of the training rows.
+        Per-feature scale of the training rows: standard deviation, or
+        interquartile range over 1.349.
+    normalization_ : {"standard", "robust"}
+        The normalization chosen (see ``normalization``).
+    base_df_ : float
+        Degrees of freedom of the base distribution; ``inf`` for the standard
+        normal.
+    discrete_features_ : ndarray of shape (n_features,), dtype=bool
+        The dequantized columns.
+    dequantization_offsets_ : ndarray of shape (n_offsets, n_features)
+        Points of the unit cell at which discrete columns are scored (zero on
+        the other columns; one row of zeros when no column is discrete).
     input_matrix_ : ndarray of shape (n_features, n_features)
         Linear part of the normalizing map: ``diag(1 / scale_)``, times the
         whitening matrix when ``whiten=True``.
@@ -97,7 +142,8 @@ class CouplingFlow(BaseFlow):
     best_validation_score_ : float
         Validation log-likelihood of the restored weights.
     best_epoch_ : int
-        Epoch whose weights were restored (0 = the initial Gaussian).
+        Epoch whose weights were restored (0 = the untrained flow: the
+        normalization and the base).
     n_epochs_ : int
         Number of epochs run.
     n_parameters_ : int
@@ -137,6 +183,9 @@ class CouplingFlow(BaseFlow):
         hidden_layer_sizes=(64, 64),
         *,
         whiten=True,
+        normalization="auto",
+        base_distribution="auto",
+        discrete_features="auto",
         actnorm=True,
         max_log_scale=3.0,
         max_epochs=200,
@@ -153,6 +202,9 @@ class CouplingFlow(BaseFlow):
         self.n_layers = n_layers
         self.hidden_layer_sizes = hidden_layer_sizes
         self.whiten = whiten
+        self.normalization = normalization
+        self.base_distribution = base_distribution
+        self.discrete_features = discrete_features
         self.actnorm = actnorm
         self.max_log_scale = max_log_scale
         self.max_epochs = max_epochs
@@ -173,6 +225,6 @@ class CouplingFlow(BaseFlow):
                 f"{self.device!r} (lists of devices are for StructureSearchFlow)."
             )
 
-    def _choose_structure(self, X_train, X_val, rng, devices):
+    def _choose_structure(self, X_train, X_val, start, rng, devices):
         masks = make_masks(self.masks, self.n_layers, X_train.shape[1], rng)
         return masks, check_hidden_layer_sizes(self.hidden_layer_sizes)

@@ -17,11 +17,11 @@ import math
 import torch
 from torch import nn
 
-from ._transforms import affine_forward, affine_inverse, soft_clamp, standard_normal_log_prob
+from ._transforms import affine_forward, affine_inverse, base_log_prob, base_sample, soft_clamp
 
 
 class CouplingFlowStack(nn.Module):
-    """``n_members`` affine coupling flows with a standard normal base.
+    """``n_members`` affine coupling flows with a standard normal or Student t base.
 
     Parameters
     ----------
@@ -34,7 +34,9 @@ class CouplingFlowStack(nn.Module):
         ``seeds[i]`` alone, so a member starts from the same weights whatever
         population it is trained in.
     actnorm : bool, default=True
-        Put a data-initialised per-feature affine layer before every coupling.
+        Put a learned per-feature affine layer before every coupling. It
+        starts as the identity (the estimators hand the stack normalized
+        rows), so that an untrained stack is exactly its base distribution.
     max_log_scale : float, default=3.0
         Bound of the soft clamp on the coupling log-scales.
     layer_active : bool Tensor of shape (n_members, n_layers), optional
@@ -45,6 +47,10 @@ class CouplingFlowStack(nn.Module):
         Live units of each hidden layer of a member's conditioners (at most
         ``hidden_layer_sizes``); the other units are masked out, so members of
         one stack can differ in width. Full widths by default.
+    base_df : float, default=inf
+        Degrees of freedom of the base: ``inf`` is the standard normal, 1 or
+        an even number a product of Student t (see
+        :func:`~skflowsearch._transforms.base_log_prob`).
 
     Notes
     -----
@@ -57,8 +63,9 @@ class CouplingFlowStack(nn.Module):
     """
 
     def __init__(self, masks, hidden_layer_sizes, seeds, *, actnorm=True, max_log_scale=3.0,
-                 layer_active=None, hidden_widths=None):
+                 layer_active=None, hidden_widths=None, base_df=math.inf):
         super().__init__()
+        self.base_df = float(base_df)
         masks = torch.as_tensor(masks, dtype=torch.bool)
         n_members, n_layers, n_features = masks.shape
         if len(seeds) != n_members:
@@ -77,7 +84,6 @@ class CouplingFlowStack(nn.Module):
         if self.actnorm:
             self.actnorm_log_scale = nn.Parameter(torch.zeros(n_members, n_layers, 1, n_features))
             self.actnorm_bias = nn.Parameter(torch.zeros(n_members, n_layers, 1, n_features))
-        self.register_buffer("actnorm_initialized", torch.tensor(not self.actnorm))
         # Depth and width masks, as float factors; None when every member is full size.
         self.register_buffer("layer_gates", _layer_gates(layer_active, n_members, n_layers))
         for i, gates in enumerate(_unit_gates(hidden_widths, n_members, n_layers, hidden_layer_sizes)):
@@ -225,7 +231,7 @@ class CouplingFlowStack(nn.Module):
     def log_prob(self, x):
         """Log-density of ``x`` under each member, shape (n_members, batch)."""
         z, log_det = self(x)
-        return standard_normal_log_prob(z) + log_det
+        return base_log_prob(z, self.base_df) + log_det
 
     def sample(self, n_samples, generator=None):
         """Draw ``n_samples`` points from each member, shape (n_members, n, n_features).
@@ -233,29 +239,9 @@ class CouplingFlowStack(nn.Module):
         The base noise is drawn on the CPU from ``generator`` so that samples do
         not depend on the device.
         """
-        z = torch.randn(
-            self.n_members, n_samples, self.n_features, generator=generator, dtype=self.masks.dtype
-        ).to(self.masks.device)
+        shape = (self.n_members, n_samples, self.n_features)
+        z = base_sample(shape, self.base_df, generator, self.masks.dtype).to(self.masks.device)
         return self.inverse(z)[0]
-
-    @torch.no_grad()
-    def initialize_actnorm(self, x):
-        """Data-dependent initialisation: each ActNorm output starts standardized.
-
-        Runs once (on the first call) with a batch of training data ``x``.
-        """
-        if bool(self.actnorm_initialized):
-            return
-        x = self._broadcast(x)
-        for layer, (weights, biases, _) in enumerate(self._per_layer()):
-            mean = x.mean(dim=1, keepdim=True)
-            std = x.std(dim=1, keepdim=True).clamp_min(1e-6)
-            self.actnorm_log_scale[:, layer] = -torch.log(std)
-            self.actnorm_bias[:, layer] = -mean / std
-            gated = [p[:, layer] for p in self._gated_actnorm()]
-            x, _ = affine_forward(x, *gated)
-            x, _ = affine_forward(x, *self._conditioner(x, weights, biases))
-        self.actnorm_initialized.fill_(True)
 
     def member_state(self, index):
         """State dict of members ``index`` (int or index tensor) as a new stack."""

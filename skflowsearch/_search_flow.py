@@ -3,17 +3,18 @@
 import math
 import numbers
 import os
+from dataclasses import replace
 from functools import partial
 
 import joblib
+
 import numpy as np
 from sklearn.utils import check_scalar
 
 from ._base import BaseFlow, check_integer, check_real, draw_seeds
 from ._evolution import mu_plus_lambda
 from ._genome import Genome, crossover, hidden_sizes, initial_genomes, mutate, repair
-from ._preprocessing import fit_affine_normalizer
-from ._search import CandidateTrainer, mean_scores
+from ._search import CandidateTrainer, mean_scores, resolve_group_size
 
 # The fitness budget never goes below this many optimizer steps.
 _MIN_FITNESS_STEPS = 30
@@ -133,11 +134,19 @@ class StructureSearchFlow(BaseFlow):
         Stop the evolution after the generation during which this many
         seconds passed (the incumbent, the race and the final training
         come on top).
-    n_candidates_per_batch : int, default=4
+    n_candidates_per_batch : int or "auto", default="auto"
         Most candidates trained together as one stacked model (one joblib
         task); a generation is cut into the fewest batches of near-equal
-        size, so the default generation of 8 keeps two workers busy. The
-        batches do not depend on ``n_jobs``, nor does the result.
+        size. The batches do not depend on ``n_jobs``, nor does the result;
+        they change the result a little (successive halving runs inside a
+        batch). ``"auto"`` is 4 on the CPU, so the default generation of 8
+        keeps two workers busy, and 16 when every device is a CUDA device:
+        a step of a small stacked model on a GPU is bound by kernel
+        launches, so 16 candidates should cost about what 4 do (an estimate,
+        not yet measured; ``benchmarks/bench_gpu.py`` measures it). It
+        depends on the device type only, not on the number of devices: with
+        several GPUs, give at most ``n_offspring / len(device)`` to keep
+        them all busy.
     callback : callable or None, default=None
         ``callback(record, population, fitness)`` after every generation,
         with ``record`` a row of ``search_history_``; returning True stops
@@ -156,14 +165,19 @@ class StructureSearchFlow(BaseFlow):
         settings (``pick``, ``race_margin``, ``n_finalists``) are not part of
         it: fitting again with other values reuses the incumbent and the
         evolution, and only runs the race and the final training again.
-    whiten, actnorm, max_log_scale, max_epochs, batch_size, learning_rate, \
-weight_decay, validation_fraction, n_iter_no_change
+    whiten, normalization, base_distribution, discrete_features, actnorm, \
+max_log_scale, max_epochs, batch_size, learning_rate, weight_decay, \
+validation_fraction, n_iter_no_change
         As in :class:`CouplingFlow`; they apply to every training of the
         search (the fitness runs stop earlier, at their budget).
     n_jobs : int or None, default=None
         Parallel training tasks, as in scikit-learn (None means 1 unless in a
         ``joblib.parallel_config`` context; -1 means all cores). Runs under
-        any joblib backend, e.g. dask or ray.
+        any joblib backend, e.g. dask or ray. With several CUDA devices, one
+        thread per device trains that device's batches. Inside a worker of
+        an enclosing joblib ``Parallel`` (e.g. ``GridSearchCV(n_jobs=2)``)
+        the batches are trained one after the other instead, with a
+        :class:`UserWarning`; the result is the same.
     device : str or list of str, default="cpu"
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``, or a list of
         devices over which candidate batches are spread round-robin. The
@@ -208,10 +222,12 @@ weight_decay, validation_fraction, n_iter_no_change
         The fitness budget in optimizer steps.
     n_generations_ : int
         Generations run after the initial one.
-    flow_, mean_, scale_, input_matrix_, input_log_det_, loss_curve_, \
+    flow_, mean_, scale_, input_matrix_, input_log_det_, normalization_, \
+base_df_, discrete_features_, dequantization_offsets_, loss_curve_, \
 validation_scores_, best_validation_score_, best_epoch_, n_epochs_, \
 n_parameters_, device_, n_features_in_, feature_names_in_
-        Of the final flow, as in :class:`CouplingFlow`.
+        Of the final flow, as in :class:`CouplingFlow`. Every candidate of
+        the search starts from the same normalization and base.
 
     See Also
     --------
@@ -255,10 +271,13 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         size_penalty=0.0,
         patience=None,
         max_time=None,
-        n_candidates_per_batch=4,
+        n_candidates_per_batch="auto",
         callback=None,
         checkpoint=None,
         whiten=True,
+        normalization="auto",
+        base_distribution="auto",
+        discrete_features="auto",
         actnorm=True,
         max_log_scale=3.0,
         max_epochs=200,
@@ -294,6 +313,9 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.callback = callback
         self.checkpoint = checkpoint
         self.whiten = whiten
+        self.normalization = normalization
+        self.base_distribution = base_distribution
+        self.discrete_features = discrete_features
         self.actnorm = actnorm
         self.max_log_scale = max_log_scale
         self.max_epochs = max_epochs
@@ -344,7 +366,12 @@ n_parameters_, device_, n_features_in_, feature_names_in_
             check_scalar(self.max_time, "max_time", numbers.Real, min_val=0)  # inf: no limit
             if np.isnan(self.max_time):
                 raise ValueError("max_time must be None or a number >= 0; got nan.")
-        check_integer(self.n_candidates_per_batch, "n_candidates_per_batch", min_val=1)
+        if isinstance(self.n_candidates_per_batch, str):
+            if self.n_candidates_per_batch != "auto":
+                raise ValueError('n_candidates_per_batch must be "auto" or an int >= 1; got '
+                                 f"{self.n_candidates_per_batch!r}.")
+        else:
+            check_integer(self.n_candidates_per_batch, "n_candidates_per_batch", min_val=1)
         if self.n_jobs is not None:
             check_integer(self.n_jobs, "n_jobs")
             if self.n_jobs == 0:
@@ -369,13 +396,11 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         """
         n = X_train.shape[0]
         n_select = max(2, int(round(self.selection_fraction * n)))
-        if n - n_select < 2 or (self.whiten and n - n_select <= X_train.shape[1]):
-            need = "more rows than features" if self.whiten else "2 rows"
+        if n - n_select < 2:
             raise ValueError(
                 f"the search trains its candidates on {n - n_select} rows ({n} training rows minus "
                 f"{n_select} selection rows, selection_fraction={self.selection_fraction}); it needs "
-                f"{need}. Pass more rows, a smaller selection_fraction or validation_fraction"
-                + (", or whiten=False." if self.whiten else ".")
+                "2 rows. Pass more rows, or a smaller selection_fraction or validation_fraction."
             )
         order = rng.permutation(n)
         n_rank = n_select // 2
@@ -383,32 +408,34 @@ n_parameters_, device_, n_features_in_, feature_names_in_
 
     # --- the search ----------------------------------------------------------------
 
-    def _choose_structure(self, X_train, X_val, rng, devices):
+    def _choose_structure(self, X_train, X_val, start, rng, devices):
         (seed,) = draw_seeds(rng, 1)
         search_rng = np.random.default_rng(seed)
         X_fit, X_rank, X_race = self._split_selection(X_train, search_rng)
         try:
-            mean, _, matrix, log_det = fit_affine_normalizer(X_fit, whiten=self.whiten)
+            normalizer = start.fit_normalizer(X_fit, whiten=self.whiten)
         except ValueError as exc:
             raise ValueError(
                 f"on the {len(X_fit)} rows that train the search's candidates (the training rows "
                 f"less the selection rows): {exc}"
             ) from exc
-        Z_fit, Z_val, Z_rank, Z_race = ((A - mean) @ matrix for A in (X_fit, X_val, X_rank, X_race))
+        Z_fit, Z_val, Z_rank, Z_race = map(normalizer, (X_fit, X_val, X_rank, X_race))
+        log_det = normalizer.log_det
         seeds = [int(s) for s in search_rng.integers(0, 2**62, size=2 * (1 + self.n_race_seeds))]
         fitness_seeds, race_seeds = [tuple(seeds[:2])], list(zip(seeds[2::2], seeds[3::2]))
         evolution_rng = np.random.default_rng(search_rng.integers(2**63))
 
         widths = _width_choices(self.width_choices)
-        config = self._training_config()
+        config = replace(self._training_config(), base_df=start.df)
         trainer = CandidateTrainer(
             Z_fit, Z_val, config=config, width_choices=widths, devices=devices,
-            n_jobs=self.n_jobs, group_size=self.n_candidates_per_batch,
+            n_jobs=self.n_jobs, group_size=resolve_group_size(self.n_candidates_per_batch, devices),
         )
         population = initial_genomes(X_fit, self.n_layers, len(widths), self.population_size,
                                      evolution_rng)
         incumbents = population[:1]  # the alternating masks
-        fingerprint = self._search_fingerprint(Z_fit, Z_val, Z_rank, Z_race, seed, [str(d) for d in devices])
+        fingerprint = self._search_fingerprint(Z_fit, Z_val, Z_rank, Z_race, seed, [str(d) for d in devices],
+                                               group_size=trainer.group_size)
         saved = _load_checkpoint(self.checkpoint, fingerprint) or {}
         incumbent_runs = saved.get("incumbents")
         if incumbent_runs is None:
@@ -552,10 +579,12 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         ]
         return entries[chosen]
 
-    def _search_fingerprint(self, *data):
+    def _search_fingerprint(self, *data, group_size=None):
         """Hash of everything the search result depends on, to match checkpoints.
 
-        ``data`` holds the rows, the seed and the resolved devices.
+        ``data`` holds the rows, the seed and the resolved devices;
+        ``group_size``, the resolved ``n_candidates_per_batch``, replaces the
+        parameter (``"auto"`` and the number it stands for are one search).
         """
         from . import __version__
 
@@ -564,6 +593,8 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         ignored = {"n_jobs", "verbose", "callback", "checkpoint", "max_time",
                    "pick", "race_margin", "n_finalists"}
         params = {k: v for k, v in self.get_params().items() if k not in ignored}
+        if group_size is not None:
+            params["n_candidates_per_batch"] = group_size
         return joblib.hash((data, __version__, sorted(params.items(), key=str)))
 
 

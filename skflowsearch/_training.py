@@ -9,6 +9,7 @@ rounding).
 """
 
 import copy
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -49,6 +50,7 @@ class TrainingConfig:
     """
 
     hidden_layer_sizes: tuple = (64, 64)
+    base_df: float = math.inf  # the base distribution; inf: standard normal
     actnorm: bool = True
     max_log_scale: float = 3.0
     max_epochs: int = 200
@@ -163,6 +165,7 @@ def fit_flows(masks, X_train, X_val, *, seeds, batch_seed, config, device, epoch
         seeds,
         actnorm=config.actnorm,
         max_log_scale=config.max_log_scale,
+        base_df=config.base_df,
         layer_active=layer_active,
         hidden_widths=hidden_widths,
     )
@@ -218,8 +221,7 @@ def train_flows(
     Parameters
     ----------
     module : CouplingFlowStack
-        Moved to ``device`` and trained in place; its ActNorm layers are
-        initialised from the training data if they were not yet.
+        Moved to ``device`` and trained in place.
     X_train, X_val : ndarray of shape (n, n_features)
         Training rows and the validation rows used for early stopping.
     max_epochs : int
@@ -267,7 +269,6 @@ def train_flows(
         max_epochs = min(int(max_epochs), -(-int(max_steps) // per_epoch))
     rungs = sorted((-(-int(steps) // per_epoch), int(keep)) for steps, keep in rungs)
 
-    module.initialize_actnorm(X_train[:4096])
     parameters = list(module.parameters())
     # One fused kernel for all parameters instead of about ten per parameter.
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)

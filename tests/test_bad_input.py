@@ -105,6 +105,14 @@ def _error(exc, pattern):
 
 OK = ("ok", None, None)
 
+
+def _warns(category, pattern):
+    """Fits and answers, with a warning."""
+    return ("warn", category, pattern)
+
+
+_FEW_ROWS = r"training rows for \d+ features \(fewer than 10 per feature\)"
+
 # (id, make X, expected outcome of fit)
 FIT_CASES = [
     ("nan", _with(np.nan), _error(ValueError, r"Input X contains NaN")),
@@ -124,10 +132,10 @@ FIT_CASES = [
     ("complex", lambda: _base() + 1j, _error(ValueError, r"Complex data not supported")),
     ("sparse", lambda: sp.csr_matrix(_base()), _error(TypeError, r"Sparse data was passed for X, but dense data is required")),
     ("strings", lambda: np.full((N_SAMPLES, N_FEATURES), "a", dtype=object), _error(ValueError, r"could not convert string to float")),
-    ("3-samples", lambda: _base()[:3], _error(ValueError, r"whiten=True needs more training rows than features; got 2 training rows")),
-    ("4-samples", lambda: _base()[:4], _error(ValueError, r"whiten=True needs more training rows than features; got 3 training rows")),
-    ("5-samples", lambda: _base()[:5], OK),
-    ("wide-6x10", _wide, _error(ValueError, r"whiten=True needs more training rows than features")),
+    ("3-samples", lambda: _base()[:3], _warns(UserWarning, "2 " + _FEW_ROWS)),
+    ("4-samples", lambda: _base()[:4], _warns(UserWarning, "3 " + _FEW_ROWS)),
+    ("5-samples", lambda: _base()[:5], _warns(UserWarning, "4 " + _FEW_ROWS)),
+    ("wide-6x10", _wide, _warns(UserWarning, "5 " + _FEW_ROWS)),
     ("duplicate-rows", _duplicate_rows, OK),
     ("huge-1e12", lambda: _base() * 1e12, OK),
     ("huge-offset-1e12", lambda: _base() + 1e12, OK),
@@ -143,13 +151,12 @@ FIT_CASES = [
 ]
 
 # Where the search differs: it also splits selection rows off the training
-# rows, and its candidates train on the rest, which must still be more than
-# the features (whiten=True) or at least 2.
+# rows, and its candidates train on the rest, which must be at least 2.
 SEARCH_FIT_CASES = {
-    "5-samples": _error(ValueError, r"the search trains its candidates on \d+ rows \(4 training rows minus "
-                                    r"\d+ selection rows, selection_fraction=0\.3\); it needs more rows than "
-                                    r"features\. Pass more rows, a smaller selection_fraction or "
-                                    r"validation_fraction, or whiten=False\."),
+    case: _error(ValueError, rf"the search trains its candidates on {n - 2} rows \({n} training rows minus "
+                             r"2 selection rows, selection_fraction=0\.3\); it needs 2 rows\. Pass more "
+                             r"rows, or a smaller selection_fraction or validation_fraction\.")
+    for case, n in [("3-samples", 2), ("4-samples", 3)]
 }
 
 
@@ -172,11 +179,15 @@ def test_fit_input(make_estimator, case_id, make_X, expected):
             estimator.fit(X)
         return
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
         # A tiny model on odd data may stop early or warn about divergence;
         # what matters here is the answer, checked below.
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("always")
         estimator.fit(X)
+    if kind == "warn":
+        assert any(issubclass(w.category, exc) and re.search(pattern, str(w.message)) for w in caught), (
+            [str(w.message) for w in caught]
+        )
     n_samples, n_features = np.shape(X)
     assert estimator.n_features_in_ == n_features
     scores = estimator.score_samples(X)

@@ -22,8 +22,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skflowsearch import CouplingFlow
 from sklearn.utils import check_random_state
 
-from skflowsearch._base import draw_seeds
+from skflowsearch._base import _base_to_normal, draw_seeds
 from skflowsearch._masks import effective_n_parameters
+from skflowsearch._transforms import base_log_prob, base_sample, student_t_scale
+from scipy import stats
 from skflowsearch.datasets import load_dataset
 
 SMALL = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5, random_state=0)
@@ -130,10 +132,10 @@ def test_sample(fitted, X):
     assert fitted.sample(random_state=0).shape == (1, X.shape[1])
     # exactly the inverse of the scoring map applied to the base noise
     (seed,) = draw_seeds(np.random.RandomState(0), 1)
-    noise = torch.randn(1, 3000, X.shape[1], generator=torch.Generator().manual_seed(seed),
-                        dtype=torch.float64)
+    noise = base_sample((1, 3000, X.shape[1]), fitted.base_df_, torch.Generator().manual_seed(seed),
+                        torch.float64)
     with torch.no_grad():
-        z, _ = fitted.flow_(torch.from_numpy(fitted._flow_input(samples)))
+        z, _ = fitted.flow_(torch.from_numpy(fitted._flow_input(samples, 0.0)))
     np.testing.assert_allclose(z.numpy(), noise.numpy(), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(np.corrcoef(samples.T), np.corrcoef(X.T), atol=0.1)
     with pytest.raises(ValueError):
@@ -286,7 +288,8 @@ def test_getstate_holds_a_cpu_flow(fitted):
     assert state["flow_"].masks.dtype == torch.float64
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="needs a machine without CUDA (tests/test_gpu.py runs on CUDA)")
 def test_unpickling_a_cuda_model_without_cuda_falls_back_to_cpu(X):
     flow = CouplingFlow(**SMALL).fit(X)
     expected = flow.score_samples(X)
@@ -364,7 +367,14 @@ def test_divergence_guard(X, learning_rate, must_diverge):
 
 def test_verbose_prints_epochs(X, capsys):
     flow = CouplingFlow(**{**SMALL, "verbose": 1}).fit(X)
-    lines = [line for line in capsys.readouterr().out.splitlines() if "epoch" in line]
+    out = capsys.readouterr().out
+    # One block per final training (the chosen start, and the Gaussian one
+    # when that differs); the kept flow's block has one line per epoch.
+    blocks = re.split(r"^\[CouplingFlow\] training from ", out, flags=re.M)[1:]
+    assert 1 <= len(blocks) <= 2 and blocks[-1].startswith("the standard normalization with a normal base")
+    base = "a normal base" if np.isinf(flow.base_df_) else f"a Student t base (df={flow.base_df_:g})"
+    kept, = (b for b in blocks if b.startswith(f"the {flow.normalization_} normalization with {base}"))
+    lines = [line for line in kept.splitlines() if "epoch" in line]
     assert len(lines) == flow.n_epochs_
     assert lines[0].startswith("[CouplingFlow] epoch    1")
     # Both printed scores are in the original space, like validation_scores_.
@@ -431,7 +441,7 @@ def test_n_parameters_counts_the_live_parameters(X, hidden):
             parameter.add_(0.1 * torch.randn(parameter.shape, dtype=parameter.dtype,
                                              generator=torch.Generator().manual_seed(0)))
     module.zero_grad()
-    Z = torch.from_numpy(flow._flow_input(X[:50]))
+    Z = torch.from_numpy(flow._flow_input(X[:50], 0.0))
     module.log_prob(Z).sum().backward()
     live = sum(int((p.grad != 0).sum()) for p in module.parameters())
     assert live == flow.n_parameters_
@@ -447,7 +457,8 @@ def test_device_auto(X):
     assert np.isfinite(flow.score(X))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="needs a machine without CUDA (tests/test_gpu.py runs on CUDA)")
 def test_cuda_without_cuda(X):
     with pytest.raises(ValueError, match="CUDA is not available"):
         CouplingFlow(**{**SMALL, "device": "cuda"}).fit(X)
@@ -469,21 +480,32 @@ def _training_rows(n_samples, validation_fraction, random_state):
     return np.sort(order[n_val:])
 
 
+def _location_and_scale(X, normalization):
+    if normalization == "standard":
+        return X.mean(0), X.std(0)
+    lower, median, upper = np.percentile(X, [25, 50, 75], axis=0)
+    return median, (upper - lower) / 1.3489795003921634
+
+
 @pytest.mark.parametrize("whiten", [True, False])
+@pytest.mark.parametrize("normalization", ["standard", "robust"])
 @pytest.mark.parametrize("validation_fraction, random_state", [(0.1, 0), (0.3, 7)])
-def test_normalizer_is_fitted_on_the_training_rows_only(X, whiten, validation_fraction, random_state):
-    params = {**SMALL, "whiten": whiten, "validation_fraction": validation_fraction,
-              "random_state": random_state}
+def test_normalizer_is_fitted_on_the_training_rows_only(X, whiten, normalization, validation_fraction,
+                                                        random_state):
+    params = {**SMALL, "whiten": whiten, "normalization": normalization,
+              "validation_fraction": validation_fraction, "random_state": random_state}
     flow = CouplingFlow(**params).fit(X)
+    assert flow.normalization_ == normalization
     train = _training_rows(len(X), validation_fraction, random_state)
     assert len(train) == len(X) - max(1, round(validation_fraction * len(X)))
-    np.testing.assert_allclose(flow.mean_, X[train].mean(0), rtol=1e-12)
-    np.testing.assert_allclose(flow.scale_, X[train].std(0), rtol=1e-12)
-    assert not np.allclose(flow.mean_, X.mean(0), rtol=1e-6, atol=0)  # the validation rows left out
+    location, scale = _location_and_scale(X[train], normalization)
+    np.testing.assert_allclose(flow.mean_, location, rtol=1e-12)
+    np.testing.assert_allclose(flow.scale_, scale, rtol=1e-12)
+    assert not np.allclose(flow.mean_, _location_and_scale(X, normalization)[0], rtol=1e-6, atol=0)
     if not whiten:
-        np.testing.assert_allclose(flow.input_matrix_, np.diag(1 / X[train].std(0)), rtol=1e-12)
+        np.testing.assert_allclose(flow.input_matrix_, np.diag(1 / scale), rtol=1e-12)
     # Changing the validation rows does not move the normalizer (it changes
-    # only what early stopping sees).
+    # only what early stopping, and the choice of the start, see).
     validation = np.setdiff1d(np.arange(len(X)), train)
     shifted = X.copy()
     shifted[validation] += 100.0
@@ -508,11 +530,15 @@ def test_transform_is_the_flow_map_and_inverse_transform_inverts_it(fitted_trans
     Z = flow.transform(X)
     assert Z.shape == X.shape and Z.dtype == np.float64
     np.testing.assert_allclose(flow.inverse_transform(Z), X, rtol=1e-10, atol=1e-10)
-    # The density is the standard normal of the latent rows times the Jacobian:
-    # score_samples = log N(transform(x)) + log|det| (so transform is the map the density uses).
+    # The density is the base density of the flow's latent rows times the
+    # Jacobian, and transform maps those rows to normals through the base's
+    # distribution function (the identity for a normal base).
     with torch.no_grad():
-        _, log_det = flow.flow_(torch.from_numpy(flow._flow_input(X)))
-    base = -0.5 * (Z**2).sum(axis=1) - 1.5 * np.log(2 * np.pi)
+        latent, log_det = flow.flow_(torch.from_numpy(flow._flow_input(X, 0.0)))
+    latent = latent[0].numpy()
+    law = stats.norm() if np.isinf(flow.base_df_) else stats.t(flow.base_df_, scale=student_t_scale(flow.base_df_))
+    np.testing.assert_allclose(Z, stats.norm.ppf(law.cdf(latent)), rtol=1e-8, atol=1e-8)
+    base = base_log_prob(torch.from_numpy(latent), flow.base_df_).numpy()
     np.testing.assert_allclose(flow.score_samples(X), base + log_det[0].numpy() + flow.input_log_det_,
                                rtol=1e-10)
 
@@ -557,16 +583,23 @@ def test_sample_runs_in_chunks_of_the_shared_row_chunk(fitted_transformer, monke
     # The base noise is drawn chunk by chunk (7, 7, 6) from one generator: the
     # latent rows of the samples are exactly that noise.
     generator = torch.Generator().manual_seed(draw_seeds(check_random_state(0), 1)[0])
-    noise = torch.cat([torch.randn(1, n, 3, generator=generator, dtype=torch.float64)[0] for n in (7, 7, 6)])
-    np.testing.assert_allclose(flow.transform(rows), noise.numpy(), rtol=1e-9, atol=1e-9)
+    noise = torch.cat([base_sample((1, n, 3), flow.base_df_, generator, torch.float64)[0] for n in (7, 7, 6)])
+    np.testing.assert_allclose(flow.transform(rows), _base_to_normal(noise.numpy(), flow.base_df_),
+                               rtol=1e-9, atol=1e-9)
 
 
 def test_convergence_warning_when_max_epochs_ends_the_training():
     X = np.random.RandomState(0).normal(size=(200, 3))
     X[:, 2] += X[:, 0] ** 2
-    with pytest.warns(ConvergenceWarning, match="max_epochs=2"):
+    with pytest.warns(ConvergenceWarning, match="max_epochs=30"):
+        flow = CouplingFlow(n_layers=2, hidden_layer_sizes=(8,), max_epochs=30, learning_rate=1e-2,
+                            random_state=0).fit(X)
+    assert flow.n_epochs_ == 30 and flow.best_epoch_ > 30 - flow.n_iter_no_change
+    # max_epochs ended it, but nothing beat the untrained flow: not "still improving".
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
         flow = CouplingFlow(n_layers=2, hidden_layer_sizes=(8,), max_epochs=2, random_state=0).fit(X)
-    assert flow.n_epochs_ == 2
+    assert flow.n_epochs_ == 2 and flow.best_epoch_ == 0
     # Early stopping ended it (patience 1 on a flow that stops improving): no warning.
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)

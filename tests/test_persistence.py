@@ -22,7 +22,8 @@ SEARCH_ATTRIBUTES = (
     "evaluated_masks_", "evaluated_layers_", "evaluated_hidden_layer_sizes_", "evaluated_n_parameters_",
     "evaluated_scores_",
     "fitness_steps_", "n_generations_",
-    "mean_", "scale_", "input_matrix_", "input_log_det_", "loss_curve_",
+    "mean_", "scale_", "input_matrix_", "input_log_det_", "normalization_", "base_df_",
+    "discrete_features_", "dequantization_offsets_", "loss_curve_",
     "validation_scores_", "best_validation_score_", "best_epoch_", "n_epochs_",
     "n_parameters_", "device_", "n_features_in_",
 )
@@ -140,8 +141,13 @@ def test_pickle_with_feature_names_and_pick_smallest():
     assert restored.get_params() == search.get_params()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.parametrize("claimed", ["cuda", "cuda:1"])
+@pytest.mark.parametrize("claimed", [
+    pytest.param("cuda", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="needs a machine without CUDA (tests/test_gpu.py runs on CUDA)")),
+    # Runs on a one-GPU machine too: cuda:1 is not there either.
+    pytest.param("cuda:1", marks=pytest.mark.skipif(
+        torch.cuda.device_count() > 1, reason="needs a machine without a second CUDA device")),
+])
 def test_cuda_model_loads_on_cpu_with_warning(claimed, tmp_path):
     X = _data()
     estimator = _coupling_flow().fit(X)

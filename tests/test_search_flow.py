@@ -17,6 +17,7 @@ import skflowsearch._search as search_module
 from skflowsearch import CouplingFlow, StructureSearchFlow
 from skflowsearch._genome import Genome, hidden_sizes, is_valid
 from skflowsearch._masks import alternating_masks, effective_n_parameters
+from skflowsearch._preprocessing import choose_start, fit_normalizer
 from skflowsearch._training import fit_flows
 from skflowsearch.datasets import load_dataset
 
@@ -344,12 +345,14 @@ def test_alternating_winner_is_exactly_coupling_flow(X, settings):
 
 def test_challenger_winner_differs_from_coupling_flow(X):
     # The converse: with race_margin=0 a challenger that is better on the
-    # selection rows replaces the alternating masks (random_state=0: measured).
-    search = tiny(race_margin=0.0).fit(X)
+    # selection rows replaces the alternating masks (random_state=2: measured;
+    # its final training leaves the untrained start, which all flows share).
+    search = tiny(race_margin=0.0, random_state=2).fit(X)
     chosen = _chosen(search)
     assert chosen["entry"] != "alternating" and chosen["difference"] > 0
+    assert search.best_epoch_ > 0
     flow = CouplingFlow(**{k: TINY[k] for k in ("n_layers", "hidden_layer_sizes", "max_epochs",
-                                                  "batch_size", "random_state")}).fit(X)
+                                                  "batch_size")}, random_state=2).fit(X)
     assert not np.allclose(search.score_samples(X), flow.score_samples(X))
 
 
@@ -365,9 +368,15 @@ def test_unsorted_width_choices_keep_the_incumbent_at_full_width(X):
 def test_normalizer_is_fitted_on_the_training_rows(search, X):
     validation = _validation_rows(len(X), search.validation_fraction, TINY["random_state"])
     train = np.setdiff1d(np.arange(len(X)), validation)
-    np.testing.assert_allclose(search.mean_, X[train].mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(search.scale_, X[train].std(axis=0), rtol=1e-12)
-    assert not np.allclose(search.mean_, X.mean(axis=0), rtol=1e-6, atol=0)
+    # The final flow starts from the chosen start or from the Gaussian one.
+    candidates = choose_start(X[train], X[validation], whiten=search.whiten)
+    normalizer, = (n for start, n in candidates
+                   if (start.normalization, start.df) == (search.normalization_, search.base_df_))
+    # (to rounding: the rows come in another order)
+    np.testing.assert_allclose(search.mean_, normalizer.mean, rtol=1e-12)
+    np.testing.assert_allclose(search.input_matrix_, normalizer.matrix, rtol=1e-10, atol=1e-12)
+    other = fit_normalizer(X, whiten=search.whiten, robust=search.normalization_ == "robust")
+    assert not np.allclose(search.mean_, other.mean, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize(
@@ -398,7 +407,7 @@ def test_final_flow_is_built_at_its_real_size(X, settings):
             parameter.add_(0.1 * torch.randn(parameter.shape, dtype=parameter.dtype,
                                              generator=torch.Generator().manual_seed(0)))
     module.zero_grad()
-    module.log_prob(torch.from_numpy(est._flow_input(X[:50]))).sum().backward()
+    module.log_prob(torch.from_numpy(est._flow_input(X[:50], 0.0))).sum().backward()
     assert sum(int((p.grad != 0).sum()) for p in module.parameters()) == est.n_parameters_
 
 
@@ -581,8 +590,13 @@ def test_verbose_without_tqdm_prints_lines(X, capfd, monkeypatch):
     lines = out.splitlines()
     generation_lines = [line for line in lines if line.startswith("[StructureSearchFlow] generation")]
     assert len(generation_lines) == TINY["n_generations"] + 1
-    epoch_lines = [line for line in lines if line.startswith("[StructureSearchFlow] epoch")]
-    assert len(epoch_lines) == est.n_epochs_ > 0
+    # The final training's epochs: one block per start it trains from (the
+    # chosen one, and the Gaussian one when that differs).
+    starts = [i for i, line in enumerate(lines) if line.startswith("[StructureSearchFlow] training from")]
+    assert 1 <= len(starts) <= 2
+    blocks = [lines[i:j] for i, j in zip(starts, [*starts[1:], len(lines)])]
+    epochs = [sum(line.startswith("[StructureSearchFlow] epoch") for line in block) for block in blocks]
+    assert est.n_epochs_ in epochs and est.n_epochs_ > 0
 
 
 # --- composition ----------------------------------------------------------------------

@@ -18,8 +18,11 @@ from skflowsearch._nn import CouplingFlowStack
 from skflowsearch._transforms import (
     affine_forward,
     affine_inverse,
+    base_log_prob,
+    base_sample,
     soft_clamp,
     standard_normal_log_prob,
+    student_t_scale,
 )
 
 fast = settings(max_examples=40, deadline=None)
@@ -68,8 +71,6 @@ def perturb(module, seed, scale=0.5):
     for parameter in module.parameters():
         noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
         parameter.add_(scale * noise)
-    if module.actnorm:
-        module.actnorm_initialized.fill_(True)
 
 
 def test_perturb_makes_the_flow_nontrivial():
@@ -241,33 +242,16 @@ def test_member_state_matches_slices():
         torch.testing.assert_close(alone.log_prob(x)[0], module.log_prob(x)[2], rtol=1e-12, atol=0)
 
 
-def test_actnorm_initialization_is_per_member():
+@pytest.mark.parametrize("df", [math.inf, 1.0, 4.0])
+def test_an_untrained_stack_is_its_base_distribution(df):
+    # Every coupling and ActNorm starts as the identity: the estimators' start
+    # (normalizer and base) is exactly the untrained flow.
     masks = repair(np.random.default_rng(2).random((3, 3, 4)) < 0.5)
     x = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
-    module = make_stack(masks, (4,), [1, 2, 3], noise_seed=5)
-    module.actnorm_initialized.fill_(False)
-    module.initialize_actnorm(x)
-    assert bool(module.actnorm_initialized)
-    # the first ActNorm output is standardized per feature
-    with torch.no_grad():
-        y, _ = affine_forward(
-            x.expand(3, -1, -1), module.actnorm_log_scale[:, 0], module.actnorm_bias[:, 0]
-        )
-    torch.testing.assert_close(y.mean(1), torch.zeros(3, 4, dtype=torch.float64), rtol=0, atol=1e-10)
-    torch.testing.assert_close(y.std(1), torch.ones(3, 4, dtype=torch.float64), rtol=0, atol=1e-10)
-    for member in range(3):
-        alone = single_member(module, masks, (4,), member, True)
-        alone.actnorm_initialized.fill_(False)
-        with torch.no_grad():
-            alone.actnorm_log_scale.zero_()
-            alone.actnorm_bias.zero_()
-        alone.initialize_actnorm(x)
-        torch.testing.assert_close(alone.actnorm_log_scale[0], module.actnorm_log_scale[member], rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(alone.actnorm_bias[0], module.actnorm_bias[member], rtol=1e-12, atol=1e-12)
-    # a second call is a no-op
-    before = module.actnorm_bias.clone()
-    module.initialize_actnorm(x * 10)
-    assert torch.equal(module.actnorm_bias, before)
+    module = CouplingFlowStack(torch.as_tensor(masks), (4,), [1, 2, 3], base_df=df).double()
+    z, log_det = module(x)
+    torch.testing.assert_close(z, x.expand(3, -1, -1), rtol=0, atol=0)
+    torch.testing.assert_close(module.log_prob(x), base_log_prob(x, df).expand(3, -1), rtol=0, atol=0)
 
 
 @settings(max_examples=15, deadline=None)
@@ -491,7 +475,6 @@ def real_size_member(module, member, masks, active, widths, hidden):
         if module.actnorm:
             small.actnorm_log_scale.copy_(module.actnorm_log_scale[member, layers][None])
             small.actnorm_bias.copy_(module.actnorm_bias[member, layers][None])
-            small.actnorm_initialized.fill_(True)
     return small
 
 
@@ -521,11 +504,11 @@ def test_gated_stack_inverse_and_log_det(case):
         torch.testing.assert_close(log_det[member, 0], expected, rtol=1e-8, atol=1e-8)
 
 
-def test_inactive_layers_leave_the_data_unchanged_also_at_actnorm_init():
+def test_inactive_layers_leave_the_data_unchanged_whatever_their_parameters():
     masks = np.array([[[True, False, False], [False, True, True]]])
     module = CouplingFlowStack(torch.as_tensor(masks), (4,), [0], layer_active=torch.tensor([[False, False]]))
     x = torch.randn(50, 3) * 3 + 1
-    module.initialize_actnorm(x)  # statistics are written, but the gates zero them
+    perturb(module, 0)  # parameters are set, but the gates zero them
     z, log_det = module(x)
     torch.testing.assert_close(z[0], x)
     assert torch.all(log_det == 0)
@@ -564,3 +547,43 @@ def test_masked_width_members_start_as_their_real_size_would():
     assert full.weights[1].abs().max() <= 0.25
     # The first layer reads the features: same fan-in, same draw.
     torch.testing.assert_close(narrow.weights[0], full.weights[0])
+
+
+# --- the base distribution -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("df", [1.0, 2.0, 4.0, 32.0])
+def test_student_t_base_is_scipys_scaled_t(df):
+    from scipy import stats
+
+    z = torch.linspace(-50, 50, 1001, dtype=torch.float64).reshape(-1, 1)
+    expected = stats.t(df, scale=student_t_scale(df)).logpdf(z.numpy()[:, 0])
+    torch.testing.assert_close(base_log_prob(z, df), torch.from_numpy(expected), rtol=1e-12, atol=1e-12)
+    # scaled to the quartiles of a standard normal
+    assert stats.t(df, scale=student_t_scale(df)).ppf(0.75) == pytest.approx(stats.norm.ppf(0.75), rel=1e-12)
+    # summed over the features
+    pair = torch.tensor([[0.3, -2.0]], dtype=torch.float64)
+    torch.testing.assert_close(base_log_prob(pair, df), base_log_prob(pair[:, :1], df) + base_log_prob(pair[:, 1:], df))
+
+
+def test_normal_base_is_the_standard_normal():
+    z = torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(base_log_prob(z, math.inf), standard_normal_log_prob(z), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("df", [math.inf, 1.0, 2.0, 8.0])
+def test_base_samples_follow_the_base(df):
+    from scipy import stats
+
+    draws = base_sample((2, 20000), df, torch.Generator().manual_seed(0), torch.float64)
+    assert draws.shape == (2, 20000) and torch.isfinite(draws).all()
+    law = stats.norm() if math.isinf(df) else stats.t(df, scale=student_t_scale(df))
+    assert stats.kstest(draws.flatten().numpy(), law.cdf).pvalue > 1e-3
+    # seeded: the same generator seed gives the same draws
+    again = base_sample((2, 20000), df, torch.Generator().manual_seed(0), torch.float64)
+    assert torch.equal(draws, again)
+
+
+def test_base_sample_rejects_odd_degrees_above_one():
+    with pytest.raises(ValueError, match="df = 1 or even"):
+        base_sample((3,), 3.0, torch.Generator().manual_seed(0), torch.float64)
