@@ -6,6 +6,7 @@ its masks and hidden layer sizes).
 """
 
 import copy
+import math
 import numbers
 import warnings
 from dataclasses import replace
@@ -485,6 +486,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def __setstate__(self, state):
         super().__setstate__(state)
         flow = state.get("flow_")
+        if flow is not None and "base_df_" not in state:
+            self._upgrade_from_before_the_chosen_start()
         if flow is not None and getattr(self, "device_", "cpu") != "cpu":
             try:
                 self.flow_ = flow.to(resolve_device(self.device_))
@@ -495,6 +498,13 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                     UserWarning,
                 )
                 self.device_ = "cpu"
+
+    def _upgrade_from_before_the_chosen_start(self):
+        """A model pickled before the start was chosen: a normal base, no discrete columns."""
+        self.normalization_, self.base_df_ = "standard", math.inf
+        self.flow_.base_df = math.inf
+        self.discrete_features_ = np.zeros(self.n_features_in_, dtype=bool)
+        self.dequantization_offsets_ = np.zeros((1, self.n_features_in_))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -165,3 +165,20 @@ def test_cuda_model_loads_on_cpu_with_warning(claimed, tmp_path):
 
     with pytest.warns(UserWarning, match="not available"):
         pickle.loads(pickle.dumps(estimator))
+
+
+def test_a_model_pickled_before_the_chosen_start_still_scores(tmp_path):
+    # Such a pickle has no base_df_, discrete_features_ or dequantization_offsets_,
+    # and its module no base_df: it was a normal base with no discrete columns.
+    X = np.random.RandomState(0).normal(size=(120, 3))
+    flow = CouplingFlow(n_layers=2, hidden_layer_sizes=(4,), max_epochs=2, random_state=0,
+                        normalization="standard", base_distribution="normal").fit(X)
+    expected = flow.score_samples(X)
+    state = flow.__getstate__()
+    for name in ("normalization_", "base_df_", "discrete_features_", "dequantization_offsets_"):
+        del state[name]
+    del state["flow_"].base_df
+    old = CouplingFlow.__new__(CouplingFlow)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.score_samples(X), expected)
+    assert old.sample(3, random_state=0).shape == (3, 3)
