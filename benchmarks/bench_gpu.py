@@ -15,9 +15,8 @@ minutes:
    ``torch.cuda.set_sync_debug_mode("error")``: any operation of a step that
    waits for the device (``.item()``, ``nonzero``, a blocking copy) raises.
    ``train_flows`` syncs on purpose once per epoch (early stopping, the
-   loss curves), so the step is the body of its minibatch loop, repeated
-   here (``training_step``; keep it in step with ``skflowsearch/_training.py``);
-   the syncs of whole epochs are then counted with the mode at ``"warn"``.
+   loss curves), so the step checked is the one its minibatch loop calls
+   (``skflowsearch._training.optimizer_step``); the syncs of whole epochs are then counted with the mode at ``"warn"``.
 3. *Throughput*: one generation of 64 random genomes (as in
    ``bench_generation.py``: breast cancer, 8 layers, hidden (64, 64), batch
    128, 20 epochs each, no early stop) trained by
@@ -53,7 +52,7 @@ from benchmarks._common import (  # noqa: E402
 )
 from benchmarks.bench_generation import make_genomes  # noqa: E402
 from skflowsearch._search import AUTO_GROUP_SIZE, CandidateTrainer, mean_scores  # noqa: E402
-from skflowsearch._training import TrainingConfig, _clip_grad_norm_per_member, fit_flows  # noqa: E402
+from skflowsearch._training import TrainingConfig, fit_flows, optimizer_step  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INIT_SEED, BATCH_SEED = 0, 1
@@ -71,16 +70,6 @@ def run_tests():
     print("\n".join(lines[-25:]))
     print("```\n")
     return completed.returncode == 0
-
-
-def training_step(module, optimizer, parameters, batch, max_grad_norm):
-    """One optimizer step, as the minibatch loop of ``train_flows`` takes it."""
-    loss = -module.log_prob(batch).mean(dim=1)
-    optimizer.zero_grad(set_to_none=True)
-    loss.sum().backward()
-    _clip_grad_norm_per_member([p.grad for p in parameters], max_grad_norm)
-    optimizer.step()
-    return loss.detach()
 
 
 def check_syncs(Z_train, Z_val, genomes, config, device, n_steps):
@@ -107,7 +96,7 @@ def check_syncs(Z_train, Z_val, genomes, config, device, n_steps):
         for step in range(n):
             begin = (step * batch_size) % (X_train.shape[0] - batch_size + 1)
             batch = X_train[order[begin : begin + batch_size]]
-            epoch_loss += training_step(module, optimizer, parameters, batch, config.max_grad_norm)
+            epoch_loss += optimizer_step(module, optimizer, parameters, batch, config.max_grad_norm)
 
     steps(2)  # warm-up: the optimizer's state, cuBLAS handles, the caching allocator
     torch.cuda.synchronize(device)

@@ -120,6 +120,20 @@ def log_prob_rows(module, X):
     )
 
 
+def optimizer_step(module, optimizer, parameters, batch, max_grad_norm):
+    """One step on a minibatch: each member's mean negative log-likelihood, clipped per member.
+
+    Returns the members' losses, detached (no host-device sync: on a GPU the
+    step only queues kernels).
+    """
+    loss = -module.log_prob(batch).mean(dim=1)
+    optimizer.zero_grad(set_to_none=True)
+    loss.sum().backward()
+    _clip_grad_norm_per_member([p.grad for p in parameters], max_grad_norm)
+    optimizer.step()
+    return loss.detach()
+
+
 def _clip_grad_norm_per_member(grads, max_norm):
     """Scale each member's gradient so its global norm is at most ``max_norm``.
 
@@ -299,12 +313,7 @@ def train_flows(
         for begin in range(0, n_train - batch_size + 1, batch_size):
             # Drop the last incomplete batch: every step has the same size.
             batch = X_train[order[begin : begin + batch_size]]
-            loss = -module.log_prob(batch).mean(dim=1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            _clip_grad_norm_per_member([p.grad for p in parameters], max_grad_norm)
-            optimizer.step()
-            epoch_loss += loss.detach()
+            epoch_loss += optimizer_step(module, optimizer, parameters, batch, max_grad_norm)
         epoch_loss /= per_epoch
         module.eval()
         with torch.no_grad():
