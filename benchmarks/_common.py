@@ -101,6 +101,20 @@ def standardized_split(name, test_size=0.2, random_state=0):
     return scaler.transform(X_train), scaler.transform(X_val)
 
 
+def bootstrap_interval(values, n_boot=10000, seed=0):
+    """95% percentile-bootstrap interval of the mean of ``values`` (e.g. paired differences)."""
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def format_paired(differences, digits=3):
+    """``mean [low, high]`` of paired differences with their bootstrap 95% interval."""
+    low, high = bootstrap_interval(differences)
+    return f"{np.mean(differences):+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
 def format_pm(values, digits=2):
     values = np.asarray(values, dtype=float)
     if values.size == 1:

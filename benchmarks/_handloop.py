@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from skflowsearch._bijections import Affine
+
 
 class HandCoupling(nn.Module):
     def __init__(self, mask, hidden_layer_sizes, max_log_scale):
@@ -69,9 +71,11 @@ class HandFlow(nn.Module):
     @classmethod
     @torch.no_grad()
     def from_stack(cls, stack):
-        """Same masks and (current) weights as member 0 of a ``CouplingFlowStack``."""
+        """Same masks and (current) weights as member 0 of an affine ``CouplingFlowStack``."""
         hidden = tuple(w.shape[-1] for w in stack.weights[:-1])
-        flow = cls(stack.masks[0].bool(), hidden, stack.max_log_scale)
+        if not isinstance(stack.bijection, Affine):
+            raise ValueError(f"HandFlow is affine; the stack's bijection is {stack.bijection!r}")
+        flow = cls(stack.masks[0].bool(), hidden, stack.bijection.max_log_scale)
         for index, layer in enumerate(flow.layers):
             linears = [m for m in layer.net if isinstance(m, nn.Linear)]
             for linear, weight, bias in zip(linears, stack.weights, stack.biases):

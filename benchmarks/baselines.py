@@ -18,6 +18,8 @@ __all__ = [
     "gaussian_baseline",
     "tuned_gaussian_mixture",
     "tuned_kernel_density",
+    "zuko_available",
+    "fit_zuko_nsf",
     "DEFAULT_BANDWIDTHS",
 ]
 
@@ -187,3 +189,139 @@ def tuned_kernel_density(
     if best is None:
         raise ValueError("No kernel density candidate gave a finite validation score.")
     return (best, results) if return_results else best
+
+
+def zuko_available():
+    """Whether the optional ``zuko`` package (a benchmark-only dependency) imports."""
+    try:
+        import zuko.flows  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class ZukoFlow:
+    """A trained zuko flow in float64 with the scoring API of the other baselines.
+
+    Attributes
+    ----------
+    flow : zuko.flows.Flow
+        The restored (best validation) model, converted to float64.
+    n_parameters : int
+        Number of scalars in its parameters.
+    best_epoch : int
+        Epoch of the restored weights (0: the initial ones).
+    n_epochs : int
+        Epochs trained before the early stop.
+    """
+
+    def __init__(self, flow, n_parameters, best_epoch, n_epochs):
+        self.flow = flow
+        self.n_parameters = int(n_parameters)
+        self.best_epoch = int(best_epoch)
+        self.n_epochs = int(n_epochs)
+
+    def score_samples(self, X, chunk=4096):
+        """Log-likelihood of every row of ``X`` (nats), in float64."""
+        import torch
+
+        X = torch.as_tensor(check_array(X, dtype=np.float64))
+        with torch.no_grad():
+            distribution = self.flow()
+            return np.concatenate([distribution.log_prob(X[i : i + chunk]).numpy()
+                                   for i in range(0, X.shape[0], chunk)])
+
+    def score(self, X):
+        """Mean log-likelihood per row of ``X``."""
+        return float(np.mean(self.score_samples(X)))
+
+
+def fit_zuko_nsf(
+    X_train,
+    X_val,
+    *,
+    n_layers,
+    hidden_layer_sizes,
+    max_epochs,
+    n_iter_no_change,
+    random_state,
+    batch_size=128,
+    learning_rate=1e-3,
+):
+    """zuko's rational-quadratic spline coupling flow, early-stopped on a validation split.
+
+    The model is ``zuko.flows.NSF(d, transforms=n_layers, passes=2,
+    hidden_features=hidden_layer_sizes)``: ``passes=2`` makes every
+    transform a coupling over two halves of the features (zuko's defaults:
+    8 bins on ``[-5, 5]``, identity outside, ReLU MLPs, the feature order
+    reversed from one transform to the next, standard normal base).
+
+    Training: ``torch.manual_seed(random_state)`` before the model is built,
+    float32, Adam (``learning_rate``), minibatches of ``batch_size`` rows of
+    ``X_train`` in an order drawn from a generator seeded with
+    ``random_state`` (the last incomplete batch dropped, as the package's
+    engine does), the mean log-likelihood of ``X_val`` after every epoch; it
+    stops once that has not improved for ``n_iter_no_change`` epochs or after
+    ``max_epochs``, and the weights of the best validation epoch (possibly
+    the initial ones) are restored. A non-finite training loss stops it.
+    The restored model is converted to float64 for scoring.
+
+    ``zuko`` is imported here: it is a benchmark-only dependency
+    (:func:`zuko_available`).
+
+    Returns
+    -------
+    ZukoFlow
+        With ``score(X)`` (mean log-likelihood), ``score_samples(X)``,
+        ``n_parameters`` and ``best_epoch``.
+    """
+    import copy
+
+    import torch
+    import zuko
+
+    X_train, X_val = _check_pair(X_train, X_val)
+    torch.manual_seed(int(random_state))
+    flow = zuko.flows.NSF(X_train.shape[1], transforms=int(n_layers), passes=2,
+                          hidden_features=tuple(hidden_layer_sizes))
+    flow = flow.float()
+    train = torch.as_tensor(X_train, dtype=torch.float32)
+    val = torch.as_tensor(X_val, dtype=torch.float32)
+    n_train = train.shape[0]
+    batch_size = min(int(batch_size), n_train)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate)
+    generator = torch.Generator().manual_seed(int(random_state))
+
+    def val_score():
+        flow.eval()
+        with torch.no_grad():
+            score = float(flow().log_prob(val).mean())
+        return score if np.isfinite(score) else -np.inf
+
+    best_score, best_epoch, n_epochs = val_score(), 0, 0
+    best_state = copy.deepcopy(flow.state_dict())
+    for epoch in range(1, int(max_epochs) + 1):
+        flow.train()
+        order = torch.randperm(n_train, generator=generator)
+        finite = True
+        for begin in range(0, n_train - batch_size + 1, batch_size):
+            loss = -flow().log_prob(train[order[begin : begin + batch_size]]).mean()
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        n_epochs = epoch
+        if not finite:
+            break
+        score = val_score()
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = copy.deepcopy(flow.state_dict())
+        if epoch - best_epoch >= int(n_iter_no_change):
+            break
+    flow.load_state_dict(best_state)
+    flow.eval()
+    n_parameters = sum(p.numel() for p in flow.parameters())
+    return ZukoFlow(flow.double(), n_parameters, best_epoch, n_epochs)

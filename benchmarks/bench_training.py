@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_training.py [--quick] [--profile]
+    python benchmarks/bench_training.py [--quick] [--profile] [--no-threads] [--no-zuko]
 
 For each dataset (StandardScaler fitted on an 80% train split, 20%
 validation) one flow with alternating masks, 8 coupling layers, hidden
@@ -25,6 +25,29 @@ median wall time and the median CPU time of this process (``fit_flows`` runs
 torch on one thread; the hand loop on ``--threads``, 1 by default). The
 train-loss curves of ``fit_flows`` and the hand loop are compared epoch by
 epoch to show both compute the same thing.
+
+A second table sets the engine beside zuko (a benchmark-only dependency;
+skipped with a message when it is not installed, or with ``--no-zuko``):
+seconds per training epoch of the engine's stack trained by ``train_flows``
+(``TrainingConfig(hidden_layer_sizes=HIDDEN, bijection=...)``, ``config.build``,
+one member, AdamW, gradient clipping, a validation pass after every epoch,
+best weights kept; no early stop) against a plain Adam loop over zuko's
+flow of the same depth and widths on the same rows, same batch size (the last
+incomplete batch dropped in both) and number of epochs, with the same one
+validation pass per epoch:
+
+* spline: the engine's ``RationalQuadraticSpline()`` stack (8 bins on
+  [-5, 5], alternating masks, ActNorm) vs ``zuko.flows.NSF(d,
+  transforms=n_layers, passes=2, hidden_features=HIDDEN)`` (8 bins on
+  [-5, 5], ReLU MLPs, no ActNorm);
+* affine: the engine's ``Affine()`` stack vs ``zuko.flows.RealNVP(d,
+  transforms=n_layers, hidden_features=HIDDEN)`` (checkered masks, ReLU MLPs,
+  no ActNorm), when zuko has it.
+
+Both run on one torch thread; each repeat builds a fresh model (untimed) and
+times its training, repeats interleaved (A B, B A, ...) after one untimed
+warm-up each; the table gives the median seconds per epoch and the ratio
+engine / zuko (below 1: the engine is faster), from wall and from CPU time.
 
 A last table times the training loop under ``fit_flows``
 (``train_flows``) with 1 and 2 torch threads (``fit_flows`` pins CPU
@@ -55,8 +78,8 @@ from benchmarks._common import (  # noqa: E402
     torch_threads,
 )
 from benchmarks._handloop import HandFlow, hand_train  # noqa: E402
+from skflowsearch._bijections import Affine, RationalQuadraticSpline  # noqa: E402
 from skflowsearch._masks import alternating_masks  # noqa: E402
-from skflowsearch._nn import CouplingFlowStack  # noqa: E402
 from skflowsearch._training import (  # noqa: E402
     CPU_THREADS,
     TrainingConfig,
@@ -75,7 +98,7 @@ def setup(name, n_layers, epochs):
     masks = alternating_masks(n_layers, Z_train.shape[1])
     config = TrainingConfig(hidden_layer_sizes=HIDDEN, max_epochs=epochs, batch_size=BATCH_SIZE,
                             n_iter_no_change=10 * epochs + 10)
-    stack = CouplingFlowStack(torch.as_tensor(masks[None]), HIDDEN, [INIT_SEED])
+    stack = config.build(masks[None], [INIT_SEED])
     hand_init = HandFlow.from_stack(stack)  # same initial weights as fit_flows' module
     return Z_train, Z_val, masks, config, hand_init
 
@@ -144,15 +167,10 @@ def run_threads(args):
     Z_train, Z_val, masks, config, _ = setup("breast_cancer", args.n_layers, epochs)
 
     def fit(n_threads):
-        module = CouplingFlowStack(torch.as_tensor(masks[None]), HIDDEN, [INIT_SEED])
+        module = config.build(masks[None], [INIT_SEED])
         with torch_threads(n_threads):
-            return train_flows(
-                module, Z_train, Z_val, max_epochs=epochs, batch_size=BATCH_SIZE,
-                learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-                n_iter_no_change=config.n_iter_no_change, tol=config.tol,
-                max_grad_norm=config.max_grad_norm, batch_seed=BATCH_SEED,
-                device=torch.device("cpu"),
-            )
+            return train_flows(module, Z_train, Z_val, config=config, batch_seed=BATCH_SEED,
+                               device=torch.device("cpu"))
 
     wall, cpu, _ = interleaved({1: lambda: fit(1), 2: lambda: fit(2)}, repeats)
     print(f"\n### train_flows (P=1) with 1 vs 2 torch threads, breast_cancer, {epochs} epochs, "
@@ -164,6 +182,146 @@ def run_threads(args):
         [[n, f"{median(wall[n]):.3f}", spread(wall[n]), f"{median(cpu[n]):.3f}",
           f"{median(wall[n]) / median(wall[1]):.2f}"] for n in (1, 2)],
     ))
+
+
+def zuko_train(flow, Z_train, Z_val, *, epochs, batch_size=BATCH_SIZE, learning_rate=1e-3,
+               batch_seed=BATCH_SEED):
+    """A plain Adam loop over a zuko flow; returns the per-epoch mean train NLL.
+
+    Minibatches from ``torch.randperm`` with a seeded generator, the last
+    incomplete batch dropped, and the mean validation log-likelihood after
+    every epoch (``train_flows`` computes it too).
+    """
+    X_train = torch.as_tensor(Z_train, dtype=torch.float32)
+    X_val = torch.as_tensor(Z_val, dtype=torch.float32)
+    n_train = X_train.shape[0]
+    batch_size = min(batch_size, n_train)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate)
+    generator = torch.Generator().manual_seed(batch_seed)
+    losses = []
+    for _ in range(epochs):
+        flow.train()
+        order = torch.randperm(n_train, generator=generator)
+        total = torch.zeros(())
+        for begin in range(0, n_train - batch_size + 1, batch_size):
+            loss = -flow().log_prob(X_train[order[begin : begin + batch_size]]).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        losses.append(float(total) / (n_train // batch_size))
+        flow.eval()
+        with torch.no_grad():
+            flow().log_prob(X_val).mean()
+    return np.array(losses)
+
+
+def time_training(variants, repeats):
+    """Time ``train(build())`` of every ``(build, train)`` variant, building untimed.
+
+    One untimed warm-up each, then ``repeats`` interleaved rounds (A B, B A,
+    ...). Returns ``(wall, cpu, results)`` as :func:`benchmarks._common.interleaved`.
+    """
+    names = list(variants)
+    results = {name: variants[name][1](variants[name][0]()) for name in names}
+    wall = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            build, train = variants[name]
+            module = build()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            results[name] = train(module)
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
+    return wall, cpu, results
+
+
+def zuko_pairs(n_layers):
+    """``[(coupling, engine bijection, zuko constructor(d))]`` of the zuko comparison."""
+    import zuko
+
+    def nsf(d):
+        return zuko.flows.NSF(d, transforms=n_layers, passes=2, hidden_features=HIDDEN)
+
+    pairs = [("spline", RationalQuadraticSpline(), nsf, "NSF(passes=2)")]
+    if hasattr(zuko.flows, "RealNVP"):
+        def real_nvp(d):
+            return zuko.flows.RealNVP(d, transforms=n_layers, hidden_features=HIDDEN)
+
+        pairs.append(("affine", Affine(), real_nvp, "RealNVP"))
+    return pairs, zuko.__version__
+
+
+def run_zuko(args):
+    """Seconds per training epoch: the engine's spline / affine stack vs zuko's NSF / RealNVP."""
+    from benchmarks.baselines import zuko_available
+
+    if not zuko_available():
+        print("\nzuko is not installed: skipping the engine vs zuko comparison (a benchmark-only "
+              "dependency; pip install zuko)")
+        return []
+    pairs, version = zuko_pairs(args.n_layers)
+    cpu_device = torch.device("cpu")
+    rows, summary = [], []
+    for name in args.datasets:
+        Z_train, Z_val = standardized_split(name)
+        masks = alternating_masks(args.n_layers, Z_train.shape[1])
+        d = Z_train.shape[1]
+        for coupling, bijection, make_zuko, zuko_name in pairs:
+            config = TrainingConfig(hidden_layer_sizes=HIDDEN, bijection=bijection,
+                                    max_epochs=args.epochs, batch_size=BATCH_SIZE,
+                                    n_iter_no_change=10 * args.epochs + 10)
+
+            def build_zuko(make_zuko=make_zuko):
+                torch.manual_seed(INIT_SEED)
+                return make_zuko(d)
+
+            def train_engine(module, config=config):
+                with torch_threads(1):
+                    result = train_flows(module, Z_train, Z_val, config=config,
+                                         batch_seed=BATCH_SEED, device=cpu_device)
+                return np.asarray(result.train_loss[:, 0], dtype=float)
+
+            def train_zuko(flow):
+                with torch_threads(1):
+                    return zuko_train(flow, Z_train, Z_val, epochs=args.epochs)
+
+            engine, other = f"engine {coupling}", f"zuko {zuko_name}"
+            variants = {
+                engine: (lambda config=config: config.build(masks[None], [INIT_SEED]), train_engine),
+                other: (build_zuko, train_zuko),
+            }
+            wall, cpu, results = time_training(variants, args.repeats)
+            n_params = {engine: sum(p.numel() for p in config.build(masks[None], [INIT_SEED]).parameters()),
+                        other: sum(p.numel() for p in build_zuko().parameters())}
+            per_epoch = {k: median(wall[k]) / args.epochs for k in variants}
+            cpu_epoch = {k: median(cpu[k]) / args.epochs for k in variants}
+            ratio, ratio_cpu = per_epoch[engine] / per_epoch[other], cpu_epoch[engine] / cpu_epoch[other]
+            rows.append([
+                name, coupling, f"{per_epoch[engine]:.4f}", f"{per_epoch[other]:.4f}", f"{ratio:.2f}",
+                f"{cpu_epoch[engine]:.4f}", f"{cpu_epoch[other]:.4f}", f"{ratio_cpu:.2f}",
+                f"{n_params[engine]:,}", f"{n_params[other]:,}",
+                f"{results[engine][-1]:.3f}", f"{results[other][-1]:.3f}",
+            ])
+            summary.append({"dataset": name, "coupling": coupling, "wall_ratio": ratio,
+                            "cpu_ratio": ratio_cpu})
+    print(f"\n### Seconds per training epoch: the engine (train_flows) vs zuko {version}, "
+          f"{args.n_layers} couplings, hidden {HIDDEN}, batch {BATCH_SIZE}, {args.epochs} epochs, "
+          f"one torch thread, {args.repeats} interleaved repeats, medians\n")
+    if "affine" not in {p[0] for p in pairs}:
+        print(f"(zuko {version} has no RealNVP: the affine pair is skipped)\n")
+    print("engine: AdamW, gradient clipping, ActNorm, tanh conditioners, best weights kept; zuko: "
+          "plain Adam, ReLU conditioners, no ActNorm. Both score the validation rows after every "
+          "epoch. engine / zuko < 1: the engine is faster. The engine's parameters are those "
+          "it stores, the masked-out conditioner entries included.\n")
+    print(markdown_table(
+        ["dataset", "coupling", "engine s/epoch (wall)", "zuko s/epoch (wall)", "engine / zuko (wall)",
+         "engine s/epoch (CPU)", "zuko s/epoch (CPU)", "engine / zuko (CPU)", "engine parameters",
+         "zuko parameters", "engine final train NLL", "zuko final train NLL"],
+        rows,
+    ))
+    return summary
 
 
 def profile(name, args, row_limit=15):
@@ -207,6 +365,8 @@ def main(argv=None):
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-threads", action="store_true",
                         help="skip the 1 vs 2 torch threads comparison")
+    parser.add_argument("--no-zuko", action="store_true",
+                        help="skip the seconds-per-epoch comparison with zuko's NSF and RealNVP")
     args = parser.parse_args(argv)
     if args.datasets is None:
         args.datasets = ["breast_cancer"] if args.quick else ["breast_cancer", "digits"]
@@ -229,6 +389,8 @@ def main(argv=None):
             [[s["dataset"], f"{s['wall_ratio']:.3f}", f"{s['cpu_ratio']:.3f}",
               f"{s['loss_diff']:.2g}"] for s in summary],
         ))
+        if not args.no_zuko:
+            run_zuko(args)
         if not args.no_threads:
             run_threads(args)
         if args.profile:

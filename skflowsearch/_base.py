@@ -9,6 +9,7 @@ import copy
 import math
 import numbers
 import warnings
+from numbers import Integral, Real
 from dataclasses import replace
 
 import numpy as np
@@ -17,10 +18,12 @@ from scipy.special import ndtr, ndtri, stdtr, stdtrit
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._device import resolve_device, resolve_devices
-from ._masks import check_hidden_layer_sizes, effective_n_parameters
+from ._bijections import BIJECTIONS
+from ._masks import check_hidden_layer_sizes
 from ._preprocessing import BASE_DISTRIBUTIONS, NORMALIZATIONS, choose_start, warn_if_few_rows
 from ._transforms import student_t_scale
 from . import _training
@@ -37,24 +40,20 @@ N_DEQUANTIZATION_OFFSETS = 8
 FEW_DISTINCT_VALUES = 10
 
 
-def check_real(value, name, **bounds):
-    """``check_scalar`` for a real parameter that must also be finite (it lets NaN and inf pass)."""
-    check_scalar(value, name, numbers.Real, **bounds)
-    if isinstance(value, bool) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {value!r}.")
+def validate_params(estimator):
+    """Check ``estimator``'s parameters against its ``_parameter_constraints``.
 
-
-def check_integer(value, name, **bounds):
-    """``check_scalar`` for an integer parameter, rejecting bools (an Integral, but surely a mistake)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int; got {value!r}.")
-    check_scalar(value, name, numbers.Integral, **bounds)
-
-
-def check_option(value, name, options):
-    """Raise unless ``value`` is one of the strings ``options``."""
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {list(options)}; got {value!r}.")
+    As scikit-learn's own estimators do, and in addition: a bool is refused
+    where a number is expected (``Integral`` and ``Real`` accept it, but
+    ``n_layers=True`` is surely a mistake).
+    """
+    estimator._validate_params()
+    params = estimator.get_params(deep=False)
+    for name, constraints in estimator._parameter_constraints.items():
+        value = params.get(name)
+        numeric = any(isinstance(c, Interval) for c in constraints)
+        if isinstance(value, (bool, np.bool_)) and numeric and "boolean" not in constraints:
+            raise TypeError(f"{name} must be a number, not a bool; got {value!r}.")
 
 
 def draw_seeds(rng, n):
@@ -67,32 +66,38 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     # --- validation ----------------------------------------------------------------
 
+    # The parameters every flow estimator shares; subclasses add theirs.
+    _parameter_constraints = {
+        "n_layers": [Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": [Interval(Integral, 1, None, closed="left"), "array-like"],
+        "whiten": ["boolean"],
+        "normalization": [StrOptions(set(NORMALIZATIONS))],
+        "base_distribution": [StrOptions(set(BASE_DISTRIBUTIONS))],
+        "discrete_features": [StrOptions({"auto"}), "boolean", "array-like"],
+        "coupling": [StrOptions(set(BIJECTIONS))],
+        "n_bins": [Interval(Integral, 2, None, closed="left")],
+        "tail_bound": [Interval(Real, 0, None, closed="neither")],
+        "actnorm": ["boolean"],
+        "max_log_scale": [Interval(Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, list, tuple],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
     def _check_params(self):
-        check_integer(self.n_layers, "n_layers", min_val=1)
+        validate_params(self)
         check_hidden_layer_sizes(self.hidden_layer_sizes)
-        check_integer(self.max_epochs, "max_epochs", min_val=1)
-        check_integer(self.batch_size, "batch_size", min_val=1)
-        check_real(self.learning_rate, "learning_rate", min_val=0, include_boundaries="neither")
-        check_real(self.weight_decay, "weight_decay", min_val=0)
-        check_real(
-            self.validation_fraction, "validation_fraction", min_val=0, max_val=1,
-            include_boundaries="neither",
-        )
-        check_integer(self.n_iter_no_change, "n_iter_no_change", min_val=1)
-        check_real(self.max_log_scale, "max_log_scale", min_val=0, include_boundaries="neither")
-        check_option(self.normalization, "normalization", NORMALIZATIONS)
-        check_option(self.base_distribution, "base_distribution", BASE_DISTRIBUTIONS)
 
     def _training_config(self):
-        return TrainingConfig(
-            hidden_layer_sizes=check_hidden_layer_sizes(self.hidden_layer_sizes),
-            actnorm=bool(self.actnorm),
-            max_log_scale=float(self.max_log_scale),
-            max_epochs=int(self.max_epochs),
-            batch_size=int(self.batch_size),
-            learning_rate=float(self.learning_rate),
-            weight_decay=float(self.weight_decay),
-            n_iter_no_change=int(self.n_iter_no_change),
+        """The engine's settings: the parameters of the same names, in one object."""
+        return TrainingConfig.from_params(
+            self.get_params(deep=False), hidden_layer_sizes=check_hidden_layer_sizes(self.hidden_layer_sizes)
         )
 
     def _validate_fit_data(self, X):
@@ -320,7 +325,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.best_validation_score_ = float(np.float64(result.best_validation_score[0]) + self.input_log_det_)
         self.n_epochs_ = int(result.n_epochs[0])
         self.best_epoch_ = int(result.best_epoch[0])
-        self.n_parameters_ = effective_n_parameters(self.masks_, self.hidden_layer_sizes_, self.actnorm)
+        self.n_parameters_ = int(self.flow_.n_live_parameters()[0])
 
     # --- inference -----------------------------------------------------------------
 

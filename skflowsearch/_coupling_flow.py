@@ -1,14 +1,17 @@
-"""``CouplingFlow``: an affine coupling flow with fixed masks."""
+"""``CouplingFlow``: a coupling flow with fixed masks."""
+
+from sklearn.utils._param_validation import StrOptions
 
 from ._base import BaseFlow
-from ._masks import check_hidden_layer_sizes, make_masks
+from ._masks import MASK_GENERATORS, check_hidden_layer_sizes, make_masks
 
 
 class CouplingFlow(BaseFlow):
-    """Affine coupling normalizing flow (RealNVP-style) with fixed masks.
+    """Coupling normalizing flow (RealNVP or neural spline) with fixed masks.
 
     The data are standardized (and, by default, whitened) with statistics of
-    the training data; a stack of masked affine coupling layers then maps them
+    the training data; a stack of masked coupling layers (affine or
+    rational-quadratic spline) then maps them
     to the base distribution, a standard normal or a heavy-tailed Student t.
     The untrained flow (the normalization and the base, chosen on the
     validation rows) is never below the maximum-likelihood Gaussian there,
@@ -30,8 +33,8 @@ class CouplingFlow(BaseFlow):
     n_layers : int, default=8
         Number of coupling layers for the built-in masks.
     hidden_layer_sizes : tuple of int, default=(64, 64)
-        Hidden widths of the tanh MLP that outputs each layer's log-scale and
-        shift.
+        Hidden widths of the tanh MLP that outputs the parameters of each
+        layer's transform.
     whiten : bool, default=True
         Decorrelate the standardized features (ZCA) before the flow, so that
         the untrained flow is a full-covariance Gaussian and training models
@@ -67,11 +70,25 @@ class CouplingFlow(BaseFlow):
         ``True``/``False``: all/none; or a bool mask or column indices. A
         column given as discrete must hold integers. ``fit`` warns about
         non-integer columns with at most 10 distinct values.
+    coupling : {"affine", "spline"}, default="affine"
+        The map each coupling applies to its transformed features, given the
+        conditioning ones: ``"affine"`` scales and shifts (RealNVP);
+        ``"spline"`` is a monotone rational-quadratic spline of ``n_bins``
+        bins over an interval of half-width ``tail_bound`` around 0, and the
+        identity outside it (Durkan et al., 2019, "Neural Spline Flows"):
+        far more flexible per layer, with ``(3 n_bins - 1) / 2`` times the
+        conditioner's output weights.
+    n_bins : int, default=8
+        Bins of each spline (``coupling="spline"`` only).
+    tail_bound : float, default=5.0
+        Half-width of the splines' interval, in units of the normalized
+        features (``coupling="spline"`` only).
     actnorm : bool, default=True
         Learned per-feature affine layers before every coupling (starting as
         the identity, like the couplings).
     max_log_scale : float, default=3.0
-        Soft bound on each coupling's log-scale.
+        Soft bound on each affine coupling's log-scale (``coupling="affine"``
+        only).
     max_epochs : int, default=200
         Maximum number of passes over the training rows. Every minibatch of a
         pass has ``batch_size`` rows: the remainder of the shuffled rows (fewer
@@ -148,7 +165,7 @@ class CouplingFlow(BaseFlow):
         Number of epochs run.
     n_parameters_ : int
         Parameters that can change the density (weights attached to masked
-        inputs and outputs excluded).
+        inputs and outputs excluded), counted by the fitted flow.
     device_ : str
         Device the flow lives on.
     n_features_in_ : int
@@ -186,6 +203,9 @@ class CouplingFlow(BaseFlow):
         normalization="auto",
         base_distribution="auto",
         discrete_features="auto",
+        coupling="affine",
+        n_bins=8,
+        tail_bound=5.0,
         actnorm=True,
         max_log_scale=3.0,
         max_epochs=200,
@@ -205,6 +225,9 @@ class CouplingFlow(BaseFlow):
         self.normalization = normalization
         self.base_distribution = base_distribution
         self.discrete_features = discrete_features
+        self.coupling = coupling
+        self.n_bins = n_bins
+        self.tail_bound = tail_bound
         self.actnorm = actnorm
         self.max_log_scale = max_log_scale
         self.max_epochs = max_epochs
@@ -216,6 +239,11 @@ class CouplingFlow(BaseFlow):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+
+    _parameter_constraints = {
+        **BaseFlow._parameter_constraints,
+        "masks": [StrOptions(set(MASK_GENERATORS)), "array-like"],
+    }
 
     def _check_params(self):
         super()._check_params()

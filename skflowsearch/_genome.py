@@ -21,13 +21,13 @@ The operators are pure functions of genomes and a
 work is delegated to :mod:`skflowsearch._operators`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from . import _operators as ops
-from ._masks import alternating_masks, effective_n_parameters, random_masks
+from ._masks import alternating_masks, random_masks
 
 __all__ = [
     "Genome",
@@ -80,11 +80,14 @@ def hidden_sizes(hidden_layer_sizes, width_choices, width):
     return tuple(max(1, int(round(h * scale))) for h in hidden_layer_sizes)
 
 
-def n_parameters(genome, hidden_layer_sizes, width_choices, actnorm):
-    """Effective parameters of the flow ``genome`` builds (see ``effective_n_parameters``)."""
-    return effective_n_parameters(
-        genome.real_masks(), hidden_sizes(hidden_layer_sizes, width_choices, genome.width), actnorm
-    )
+def n_parameters(genome, config, width_choices):
+    """Live parameters of the flow ``genome`` builds with ``config`` (a ``TrainingConfig``).
+
+    Counted by the flow itself (``CouplingFlowStack.n_live_parameters``),
+    built at the genome's real depth and width.
+    """
+    real = replace(config, hidden_layer_sizes=hidden_sizes(config.hidden_layer_sizes, width_choices, genome.width))
+    return int(real.build(genome.real_masks()[None], [0]).n_live_parameters()[0])
 
 
 def is_valid(genome):

@@ -1,4 +1,4 @@
-"""Coupling masks: built-in generators, validation and size accounting.
+"""Coupling masks: built-in generators and validation.
 
 A mask set is plain data: an ``(n_layers, n_features)`` boolean array whose
 row ``l`` marks the features layer ``l`` conditions on (True, passed through)
@@ -74,35 +74,6 @@ def make_masks(spec, n_layers, n_features, rng):
             f"(n_layers, n_features); got {spec!r}."
         )
     return check_masks(spec, n_features)
-
-
-def effective_n_parameters(masks, hidden_layer_sizes, actnorm=True):
-    """Number of parameters that can change the density of a flow with ``masks``.
-
-    The conditioner of layer ``l`` sees only its conditioning features and its
-    outputs (log-scale and shift) matter only for the transformed ones, so
-    weights attached to other inputs and outputs are dead and not counted.
-
-    Parameters
-    ----------
-    masks : ndarray of shape (n_layers, n_features) or (n_members, n_layers, n_features)
-    hidden_layer_sizes : tuple of int
-    actnorm : bool
-
-    Returns
-    -------
-    int or ndarray of shape (n_members,)
-    """
-    masks = np.asarray(masks, dtype=bool)
-    n_condition = masks.sum(axis=-1)
-    n_transform = masks.shape[-1] - n_condition
-    hidden = tuple(int(h) for h in hidden_layer_sizes)
-    inner = sum(a * b + b for a, b in zip(hidden[:-1], hidden[1:])) + hidden[0]
-    per_layer = n_condition * hidden[0] + inner + 2 * n_transform * (hidden[-1] + 1)
-    total = per_layer.sum(axis=-1)
-    if actnorm:
-        total = total + 2 * masks.shape[-2] * masks.shape[-1]
-    return int(total) if np.ndim(total) == 0 else total
 
 
 def check_hidden_layer_sizes(hidden_layer_sizes):

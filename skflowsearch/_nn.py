@@ -1,4 +1,4 @@
-"""The network: a population of masked affine coupling flows in one module.
+"""The network: a population of masked coupling flows in one module.
 
 :class:`CouplingFlowStack` holds ``n_members`` independent flows of the same
 maximum depth and widths that differ in their masks, weights, and in which
@@ -10,6 +10,10 @@ conditioners run as batched matrix products, so a whole population trains as
 one model: the members' losses are summed, and as no operation mixes members,
 each one's gradients are exactly those it would get alone. A single flow is the
 case ``n_members == 1``.
+
+The elementwise map of the transformed features is the stack's *bijection*
+(:mod:`skflowsearch._bijections`): the conditioners output its parameters,
+and the stack knows nothing else of it.
 """
 
 import math
@@ -17,11 +21,12 @@ import math
 import torch
 from torch import nn
 
-from ._transforms import affine_forward, affine_inverse, base_log_prob, base_sample, soft_clamp
+from ._bijections import Affine
+from ._transforms import affine_forward, affine_inverse, base_log_prob, base_sample
 
 
 class CouplingFlowStack(nn.Module):
-    """``n_members`` affine coupling flows with a standard normal or Student t base.
+    """``n_members`` coupling flows with a standard normal or Student t base.
 
     Parameters
     ----------
@@ -33,12 +38,13 @@ class CouplingFlowStack(nn.Module):
         Member ``i``'s weights are drawn from a generator seeded with
         ``seeds[i]`` alone, so a member starts from the same weights whatever
         population it is trained in.
+    bijection : bijection of :mod:`skflowsearch._bijections`, default=Affine()
+        The elementwise map each coupling applies to its transformed
+        features, parameterized per row by the conditioner.
     actnorm : bool, default=True
         Put a learned per-feature affine layer before every coupling. It
         starts as the identity (the estimators hand the stack normalized
         rows), so that an untrained stack is exactly its base distribution.
-    max_log_scale : float, default=3.0
-        Bound of the soft clamp on the coupling log-scales.
     layer_active : bool Tensor of shape (n_members, n_layers), optional
         False makes a layer of a member the identity (its coupling and its
         ActNorm), so members of one stack can differ in depth. All True by
@@ -55,24 +61,25 @@ class CouplingFlowStack(nn.Module):
     Notes
     -----
     The last layer of each conditioner starts at zero, so every coupling
-    starts as the identity. Hidden units are tanh: bounded conditioners keep
+    starts as the identity (zero parameters are the identity of every
+    bijection). Hidden units are tanh: bounded conditioners keep
     the log-scale and shift bounded far from the data, so the density's tails
     stay those of the base instead of being stretched by a linear extrapolation
     (ReLU conditioners gave held-out scores thousands of nats off on real
     tables).
     """
 
-    def __init__(self, masks, hidden_layer_sizes, seeds, *, actnorm=True, max_log_scale=3.0,
+    def __init__(self, masks, hidden_layer_sizes, seeds, *, bijection=None, actnorm=True,
                  layer_active=None, hidden_widths=None, base_df=math.inf):
         super().__init__()
         self.base_df = float(base_df)
+        self.bijection = Affine() if bijection is None else bijection
         masks = torch.as_tensor(masks, dtype=torch.bool)
         n_members, n_layers, n_features = masks.shape
         if len(seeds) != n_members:
             raise ValueError(f"need one seed per member: {len(seeds)} != {n_members}")
-        self.max_log_scale = float(max_log_scale)
         self.register_buffer("masks", masks.to(torch.get_default_dtype()))
-        sizes = (n_features, *hidden_layer_sizes, 2 * n_features)
+        sizes = (n_features, *hidden_layer_sizes, self.bijection.n_params * n_features)
         # weights[i] maps sizes[i] -> sizes[i+1] for all members and layers at once.
         self.weights = nn.ParameterList(
             nn.Parameter(torch.zeros(n_members, n_layers, a, b)) for a, b in zip(sizes[:-1], sizes[1:])
@@ -120,7 +127,7 @@ class CouplingFlowStack(nn.Module):
                     tensor[member] = (2.0 * values - 1.0) * bound
 
     def _per_layer(self):
-        """``(weights, biases, actnorm)`` of every coupling layer, ready for the pass.
+        """``(weights, biases, actnorm, unchanged)`` of every coupling layer, ready for the pass.
 
         The conditioner parameters are prepared for :meth:`_conditioner`, for
         all layers at once (one operation per stacked tensor, not per layer):
@@ -129,7 +136,7 @@ class CouplingFlowStack(nn.Module):
           first weight for the non-conditioning features are zeroed (the MLP
           reads only the conditioning features), and so are the columns of
           the last layer for the conditioning features (whose log-scale and
-          shift are then exactly zero: the coupling leaves them unchanged);
+          bijection parameters are then exactly zero);
         * the hidden units are tanh, evaluated as ``tanh(u) = 2 sigmoid(2 u) - 1``
           with the affine parts folded into the parameters: a hidden layer
           computes ``s' = sigmoid(2 (a W + b))`` and the next layer reads
@@ -138,14 +145,17 @@ class CouplingFlowStack(nn.Module):
           forward and one backward, where torch's CPU ``tanh`` is several
           times slower.
 
+        ``unchanged`` marks the features a layer passes through exactly: its
+        conditioning features, and all of them in an inactive layer.
+
         Each tensor is then split along the layer dimension once: indexing
         ``w[:, layer]`` in every layer would make autograd zero-fill a
         whole-tensor gradient per layer.
         """
         weights, biases = list(self.weights), list(self.biases)
-        free = (1.0 - self.masks).repeat(1, 1, 2).unsqueeze(2)
-        if self.layer_gates is not None:  # an inactive layer is the identity
-            free = free * self.layer_gates
+        free = self._free_features()
+        unchanged = (free == 0).unbind(1)
+        free = free.repeat(1, 1, 1, self.bijection.n_params)
         weights[0] = weights[0] * self.masks.unsqueeze(-1)
         weights[-1] = weights[-1] * free
         biases[-1] = biases[-1] * free
@@ -171,7 +181,17 @@ class CouplingFlowStack(nn.Module):
             actnorm = zip(*(p.unbind(1) for p in self._gated_actnorm()))
         else:
             actnorm = [None] * self.n_layers
-        return list(zip(weights, biases, actnorm))
+        return list(zip(weights, biases, actnorm, unchanged))
+
+    def _free_features(self):
+        """1 where a layer transforms a feature, shape (n_members, n_layers, 1, n_features).
+
+        0 on the conditioning features, and on every feature of an inactive layer.
+        """
+        free = (1.0 - self.masks).unsqueeze(2)
+        if self.layer_gates is not None:  # an inactive layer is the identity
+            free = free * self.layer_gates
+        return free
 
     def _gated_actnorm(self):
         """ActNorm log-scales and biases, zero (the identity) in inactive layers."""
@@ -180,14 +200,23 @@ class CouplingFlowStack(nn.Module):
         return self.actnorm_log_scale * self.layer_gates, self.actnorm_bias * self.layer_gates
 
     def _conditioner(self, h, weights, biases):
-        """Log-scale and shift of a coupling layer from parameters of :meth:`_per_layer`.
+        """Bijection parameters of a coupling layer, shape (n_members, batch, n_params, n_features).
 
-        Both are exactly zero on the layer's conditioning features.
+        They are exactly zero on the layer's conditioning features.
         """
         for weight, bias in zip(weights[:-1], biases[:-1]):
             h = torch.sigmoid(torch.baddbmm(bias, h, weight))
-        log_scale, shift = torch.baddbmm(biases[-1], h, weights[-1]).chunk(2, dim=-1)
-        return soft_clamp(log_scale, self.max_log_scale), shift
+        return torch.baddbmm(biases[-1], h, weights[-1]).unflatten(-1, (self.bijection.n_params, self.n_features))
+
+    def _couple(self, x, weights, biases, unchanged, *, inverse):
+        """One coupling: the bijection on the transformed features; returns ``(y, log_det)``.
+
+        The features in ``unchanged`` pass through exactly (zero parameters
+        are the identity only up to rounding for some bijections).
+        """
+        params = self._conditioner(x, weights, biases)
+        y, log_det = (self.bijection.inverse if inverse else self.bijection.forward)(x, params)
+        return torch.where(unchanged, x, y), torch.where(unchanged, 0.0, log_det).sum(-1)
 
     def _broadcast(self, x):
         if x.dim() == 2:
@@ -208,11 +237,11 @@ class CouplingFlowStack(nn.Module):
         """
         x = self._broadcast(x)
         log_det = x.new_zeros(x.shape[:-1])
-        for weights, biases, actnorm in self._per_layer():
+        for weights, biases, actnorm, unchanged in self._per_layer():
             if actnorm is not None:
                 x, ld = affine_forward(x, *actnorm)
                 log_det = log_det + ld
-            x, ld = affine_forward(x, *self._conditioner(x, weights, biases))
+            x, ld = self._couple(x, weights, biases, unchanged, inverse=False)
             log_det = log_det + ld
         return x, log_det
 
@@ -220,8 +249,8 @@ class CouplingFlowStack(nn.Module):
         """Map latent points back to data space; returns ``(x, log_det)``."""
         z = self._broadcast(z)
         log_det = z.new_zeros(z.shape[:-1])
-        for weights, biases, actnorm in reversed(self._per_layer()):
-            z, ld = affine_inverse(z, *self._conditioner(z, weights, biases))
+        for weights, biases, actnorm, unchanged in reversed(self._per_layer()):
+            z, ld = self._couple(z, weights, biases, unchanged, inverse=True)
             log_det = log_det + ld
             if actnorm is not None:
                 z, ld = affine_inverse(z, *actnorm)
@@ -242,6 +271,35 @@ class CouplingFlowStack(nn.Module):
         shape = (self.n_members, n_samples, self.n_features)
         z = base_sample(shape, self.base_df, generator, self.masks.dtype).to(self.masks.device)
         return self.inverse(z)[0]
+
+    def __setstate__(self, state):
+        # A stack pickled before the bijection was pluggable is affine, with its own bound.
+        if "bijection" not in state:
+            state["bijection"] = Affine(state.pop("max_log_scale", 3.0))
+        super().__setstate__(state)
+
+    @torch.no_grad()
+    def n_live_parameters(self):
+        """Parameters of each member that can change its density, int ndarray of shape (n_members,).
+
+        Counted from the gates the pass applies, not from a formula: a weight
+        is live when its input unit and its output unit are (the first layer
+        reads the conditioning features, the last one writes the bijection's
+        parameters of the transformed features, masked hidden units are
+        dead) and its layer is active.
+        """
+        on = torch.ones(self.n_members, self.n_layers, dtype=torch.float64, device=self.masks.device)
+        if self.layer_gates is not None:
+            on = self.layer_gates.view(self.n_members, self.n_layers).double()
+        units = [getattr(self, f"unit_gates_{i}") for i in range(self.n_hidden)]
+        units = [torch.full_like(on, w.shape[-1]) if g is None else g.double().sum((-2, -1))
+                 for g, w in zip(units, self.weights)]
+        live_in = [self.masks.double().sum(-1), *units]
+        live_out = [*units, self._free_features().double().sum((-2, -1)) * self.bijection.n_params]
+        total = sum((a * b + b) * on for a, b in zip(live_in, live_out))
+        if self.actnorm:
+            total = total + 2 * self.n_features * on
+        return total.sum(1).round().long().cpu().numpy()
 
     def member_state(self, index):
         """State dict of members ``index`` (int or index tensor) as a new stack."""

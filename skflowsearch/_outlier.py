@@ -5,8 +5,11 @@ from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, clone
-from sklearn.utils import check_scalar, get_tags
+from sklearn.utils import get_tags
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._base import validate_params
 
 __all__ = ["FlowOutlierDetector"]
 
@@ -157,25 +160,14 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         self.contamination = contamination
         self.random_state = random_state
 
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit", "score_samples"]), None],
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "random_state": ["random_state"],
+    }
+
     def _check_params(self):
-        if isinstance(self.contamination, str):
-            if self.contamination != "auto":
-                raise ValueError('contamination must be "auto" or a number in (0, 0.5]; '
-                                 f"got {self.contamination!r}.")
-        else:
-            check_scalar(
-                self.contamination, "contamination", Real,
-                min_val=0, max_val=0.5, include_boundaries="right",
-            )
-            if np.isnan(self.contamination):  # passes check_scalar's range comparisons
-                raise ValueError("contamination must be in (0, 0.5]; got nan.")
-        if self.estimator is not None and not all(
-            callable(getattr(self.estimator, method, None)) for method in ("fit", "score_samples")
-        ):
-            raise TypeError(
-                "estimator must be a density estimator with fit and score_samples "
-                f"methods, or None; got {self.estimator!r}."
-            )
+        validate_params(self)
 
     def _make_estimator(self):
         if self.estimator is None:

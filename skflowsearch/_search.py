@@ -240,7 +240,7 @@ class CandidateTrainer:
         self._warned_nested = False
 
     def n_parameters(self, genome):
-        return n_parameters(genome, self.config.hidden_layer_sizes, self.width_choices, self.config.actnorm)
+        return n_parameters(genome, self.config, self.width_choices)
 
     def train(self, genomes, seeds, Z_select, *, config=None, budget=None, rungs=None):
         """Train every genome once for each ``(weight seed, minibatch seed)`` of ``seeds``.

@@ -8,10 +8,12 @@ from functools import partial
 
 import joblib
 
-import numpy as np
-from sklearn.utils import check_scalar
+from numbers import Integral, Real
 
-from ._base import BaseFlow, check_integer, check_real, draw_seeds
+import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._base import BaseFlow, draw_seeds
 from ._evolution import mu_plus_lambda
 from ._genome import Genome, crossover, hidden_sizes, initial_genomes, mutate, repair
 from ._search import CandidateTrainer, mean_scores, resolve_group_size
@@ -165,8 +167,8 @@ class StructureSearchFlow(BaseFlow):
         settings (``pick``, ``race_margin``, ``n_finalists``) are not part of
         it: fitting again with other values reuses the incumbent and the
         evolution, and only runs the race and the final training again.
-    whiten, normalization, base_distribution, discrete_features, actnorm, \
-max_log_scale, max_epochs, batch_size, learning_rate, weight_decay, \
+    whiten, normalization, base_distribution, discrete_features, coupling, \
+n_bins, tail_bound, actnorm, max_log_scale, max_epochs, batch_size, learning_rate, weight_decay, \
 validation_fraction, n_iter_no_change
         As in :class:`CouplingFlow`; they apply to every training of the
         search (the fitness runs stop earlier, at their budget).
@@ -278,6 +280,9 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         normalization="auto",
         base_distribution="auto",
         discrete_features="auto",
+        coupling="affine",
+        n_bins=8,
+        tail_bound=5.0,
         actnorm=True,
         max_log_scale=3.0,
         max_epochs=200,
@@ -316,6 +321,9 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.normalization = normalization
         self.base_distribution = base_distribution
         self.discrete_features = discrete_features
+        self.coupling = coupling
+        self.n_bins = n_bins
+        self.tail_bound = tail_bound
         self.actnorm = actnorm
         self.max_log_scale = max_log_scale
         self.max_epochs = max_epochs
@@ -331,55 +339,41 @@ n_parameters_, device_, n_features_in_, feature_names_in_
 
     # --- validation ----------------------------------------------------------------
 
+    _parameter_constraints = {
+        **BaseFlow._parameter_constraints,
+        "population_size": [Interval(Integral, 1, None, closed="left")],
+        "n_offspring": [Interval(Integral, 1, None, closed="left")],
+        "n_generations": [Interval(Integral, 0, None, closed="left")],
+        "crossover_proba": [Interval(Real, 0, 1, closed="both")],
+        "mutation_rate": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="both")],
+        "width_choices": ["array-like"],
+        "fitness_budget": [Interval(Real, 0, None, closed="neither")],
+        "halving_factor": [Interval(Integral, 1, None, closed="left")],
+        "selection_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_finalists": [Interval(Integral, 0, None, closed="left")],
+        "n_race_seeds": [Interval(Integral, 1, None, closed="left")],
+        "race_margin": [Interval(Real, 0, None, closed="left")],
+        "pick": [StrOptions(set(_PICK_RULES))],
+        "size_penalty": [Interval(Real, 0, None, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "max_time": [Interval(Real, 0, None, closed="both"), None],  # inf: no limit
+        "n_candidates_per_batch": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "callback": [callable, None],
+        "checkpoint": [str, os.PathLike, None],
+        "n_jobs": [Interval(Integral, None, None, closed="neither"), None],
+    }
+
     def _check_params(self):
         super()._check_params()
-        check_integer(self.population_size, "population_size", min_val=1)
-        check_integer(self.n_offspring, "n_offspring", min_val=1)
-        check_integer(self.n_generations, "n_generations", min_val=0)
-        check_real(self.crossover_proba, "crossover_proba", min_val=0, max_val=1)
-        if isinstance(self.mutation_rate, str):
-            if self.mutation_rate != "auto":
-                raise ValueError(f'mutation_rate must be "auto" or a number in [0, 1]; got {self.mutation_rate!r}.')
-        else:
-            check_real(self.mutation_rate, "mutation_rate", min_val=0, max_val=1)
         choices = self.width_choices
         if (not isinstance(choices, (tuple, list)) or not choices
                 or not all(isinstance(c, numbers.Real) and not isinstance(c, bool) and 0 < c <= 1
                            for c in choices)):
             raise ValueError(f"width_choices must be a non-empty tuple of numbers in (0, 1]; got {choices!r}.")
-        check_real(self.fitness_budget, "fitness_budget", min_val=0,
-                     include_boundaries="neither")
-        check_integer(self.halving_factor, "halving_factor", min_val=1)
-        check_real(self.selection_fraction, "selection_fraction", min_val=0, max_val=1,
-                     include_boundaries="neither")
-        check_integer(self.n_finalists, "n_finalists", min_val=0)
-        check_integer(self.n_race_seeds, "n_race_seeds", min_val=1)
-        check_real(self.race_margin, "race_margin", min_val=0)
-        if self.pick not in _PICK_RULES:
-            raise ValueError(f"pick must be one of {_PICK_RULES}; got {self.pick!r}.")
-        check_real(self.size_penalty, "size_penalty", min_val=0)
-        if self.patience is not None:
-            check_integer(self.patience, "patience", min_val=1)
-        if self.max_time is not None:
-            if isinstance(self.max_time, bool):
-                raise TypeError(f"max_time must be None or a number; got {self.max_time!r}.")
-            check_scalar(self.max_time, "max_time", numbers.Real, min_val=0)  # inf: no limit
-            if np.isnan(self.max_time):
-                raise ValueError("max_time must be None or a number >= 0; got nan.")
-        if isinstance(self.n_candidates_per_batch, str):
-            if self.n_candidates_per_batch != "auto":
-                raise ValueError('n_candidates_per_batch must be "auto" or an int >= 1; got '
-                                 f"{self.n_candidates_per_batch!r}.")
-        else:
-            check_integer(self.n_candidates_per_batch, "n_candidates_per_batch", min_val=1)
-        if self.n_jobs is not None:
-            check_integer(self.n_jobs, "n_jobs")
-            if self.n_jobs == 0:
-                raise ValueError("n_jobs == 0 has no meaning; use None, a positive int or -1.")
-        if self.callback is not None and not callable(self.callback):
-            raise TypeError(f"callback must be callable or None; got {self.callback!r}.")
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs == 0 has no meaning; use None, a positive int or -1.")
         if self.checkpoint is not None:
-            if not isinstance(self.checkpoint, (str, os.PathLike)) or not os.fspath(self.checkpoint):
+            if not os.fspath(self.checkpoint):
                 raise ValueError(f"checkpoint must be None or a file path; got {self.checkpoint!r}.")
             directory = os.path.dirname(os.path.abspath(self.checkpoint))
             if not os.path.isdir(directory):

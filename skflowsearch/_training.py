@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ._bijections import Affine, make_bijection
 from ._nn import CouplingFlowStack
 
 # Rows evaluated at once wherever a flow scores or maps many rows (validation,
@@ -47,12 +48,14 @@ class TrainingConfig:
     """Architecture and optimisation settings shared by every flow of a fit.
 
     Plain picklable data, so it travels to joblib workers with the masks.
+    The estimators build it from their parameters of the same names
+    (:meth:`from_params`); the engine reads nothing else.
     """
 
     hidden_layer_sizes: tuple = (64, 64)
     base_df: float = math.inf  # the base distribution; inf: standard normal
+    bijection: object = Affine()  # of the couplings, see skflowsearch._bijections
     actnorm: bool = True
-    max_log_scale: float = 3.0
     max_epochs: int = 200
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -63,6 +66,31 @@ class TrainingConfig:
 
     def with_max_epochs(self, max_epochs):
         return replace(self, max_epochs=int(max_epochs))
+
+    @classmethod
+    def from_params(cls, params, **overrides):
+        """The config of an estimator's ``get_params()``: every field of the same name.
+
+        ``bijection`` is made from ``params["coupling"]`` and the options
+        that are its fields (see :func:`~skflowsearch._bijections.make_bijection`).
+        """
+        values = {name: params[name] for name in cls.__dataclass_fields__ if name in params}
+        if "coupling" in params:
+            values["bijection"] = make_bijection(params["coupling"], **params)
+        return cls(**{**values, **overrides})
+
+    def build(self, masks, seeds, *, layer_active=None, hidden_widths=None):
+        """A :class:`CouplingFlowStack` of this architecture for ``masks``."""
+        return CouplingFlowStack(
+            torch.as_tensor(np.asarray(masks, dtype=bool)),
+            self.hidden_layer_sizes,
+            seeds,
+            bijection=self.bijection,
+            actnorm=self.actnorm,
+            base_df=self.base_df,
+            layer_active=layer_active,
+            hidden_widths=hidden_widths,
+        )
 
 
 @dataclass
@@ -173,29 +201,8 @@ def fit_flows(masks, X_train, X_val, *, seeds, batch_seed, config, device, epoch
     -------
     TrainingResult
     """
-    module = CouplingFlowStack(
-        torch.as_tensor(np.asarray(masks, dtype=bool)),
-        config.hidden_layer_sizes,
-        seeds,
-        actnorm=config.actnorm,
-        max_log_scale=config.max_log_scale,
-        base_df=config.base_df,
-        layer_active=layer_active,
-        hidden_widths=hidden_widths,
-    )
-    kwargs = dict(
-        max_epochs=config.max_epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        n_iter_no_change=config.n_iter_no_change,
-        tol=config.tol,
-        max_grad_norm=config.max_grad_norm,
-        batch_seed=batch_seed,
-        device=device,
-        epoch_callback=epoch_callback,
-        **budget,
-    )
+    module = config.build(masks, seeds, layer_active=layer_active, hidden_widths=hidden_widths)
+    kwargs = dict(config=config, batch_seed=batch_seed, device=device, epoch_callback=epoch_callback, **budget)
     if torch.device(device).type == "cpu":
         with torch_threads(CPU_THREADS):
             return train_flows(module, X_train, X_val, **kwargs)
@@ -212,13 +219,7 @@ def train_flows(
     X_train,
     X_val,
     *,
-    max_epochs,
-    batch_size,
-    learning_rate,
-    weight_decay,
-    n_iter_no_change,
-    tol,
-    max_grad_norm,
+    config,
     batch_seed,
     device,
     epoch_callback=None,
@@ -238,15 +239,12 @@ def train_flows(
         Moved to ``device`` and trained in place.
     X_train, X_val : ndarray of shape (n, n_features)
         Training rows and the validation rows used for early stopping.
-    max_epochs : int
-    batch_size : int
-    learning_rate, weight_decay : float
-        Of the AdamW optimizer.
-    n_iter_no_change : int
-        A member stops once its validation score has not improved by more
-        than ``tol`` for this many epochs.
-    tol : float
-    max_grad_norm : float
+    config : TrainingConfig
+        Its optimisation settings: ``max_epochs``, ``batch_size``, AdamW's
+        ``learning_rate`` and ``weight_decay``, ``max_grad_norm``, and early
+        stopping (a member stops once its validation score has not improved
+        by more than ``tol`` for ``n_iter_no_change`` epochs). Its
+        architecture is the module's.
     batch_seed : int
         Seeds the minibatch order (shared by all members).
     device : torch.device
@@ -277,7 +275,8 @@ def train_flows(
     X_val = torch.tensor(np.asarray(X_val), dtype=dtype, device=device)
     X_rank = X_val if X_select is None else torch.tensor(np.asarray(X_select), dtype=dtype, device=device)
     n_train, n_members = X_train.shape[0], module.n_members
-    batch_size = min(int(batch_size), n_train)
+    batch_size = min(int(config.batch_size), n_train)
+    max_epochs, tol, n_iter_no_change = config.max_epochs, config.tol, config.n_iter_no_change
     per_epoch = steps_per_epoch(n_train, batch_size)
     if max_steps is not None:
         max_epochs = min(int(max_epochs), -(-int(max_steps) // per_epoch))
@@ -285,7 +284,8 @@ def train_flows(
 
     parameters = list(module.parameters())
     # One fused kernel for all parameters instead of about ten per parameter.
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  fused=True)
     generator = torch.Generator().manual_seed(int(batch_seed))
 
     with torch.no_grad():
@@ -313,7 +313,7 @@ def train_flows(
         for begin in range(0, n_train - batch_size + 1, batch_size):
             # Drop the last incomplete batch: every step has the same size.
             batch = X_train[order[begin : begin + batch_size]]
-            epoch_loss += optimizer_step(module, optimizer, parameters, batch, max_grad_norm)
+            epoch_loss += optimizer_step(module, optimizer, parameters, batch, config.max_grad_norm)
         epoch_loss /= per_epoch
         module.eval()
         with torch.no_grad():

@@ -685,12 +685,13 @@ _SEARCH_OPTIONS = (
     "n_layers", "hidden_layer_sizes", "population_size", "n_offspring", "n_generations",
     "fitness_budget", "max_epochs", "size_penalty", "pick", "race_margin", "whiten",
     "learning_rate", "max_log_scale", "validation_fraction", "selection_fraction", "n_jobs",
-    "normalization", "base_distribution", "discrete_features",
+    "normalization", "base_distribution", "discrete_features", "coupling", "n_bins", "tail_bound",
 )
 # The ones the --compare CouplingFlow shares.
 _SHARED_OPTIONS = (
     "n_layers", "hidden_layer_sizes", "max_epochs", "whiten", "learning_rate", "max_log_scale",
-    "validation_fraction", "normalization", "base_distribution", "discrete_features",
+    "validation_fraction", "normalization", "base_distribution", "discrete_features", "coupling",
+    "n_bins", "tail_bound",
 )
 
 
@@ -721,7 +722,10 @@ def _cli_spelling(message):
             return flag if value == "True" else "--no-" + flag[2:]
         return f"{flag} {value}"
 
-    message = parameter.sub(spell, " ".join(str(message).split()))
+    message = " ".join(str(message).split())
+    # scikit-learn's parameter validation: "The 'n_layers' parameter of StructureSearchFlow must be".
+    message = re.sub(r"\bThe '(\w+)' parameter of \w+ must be", r"\1 must be", message)
+    message = parameter.sub(spell, message)
     return re.sub(r"\bn_samples\s*=\s*(\d+)", r"\1 rows", message)
 
 
@@ -757,11 +761,12 @@ def _finite_float(text):
 
 def _add_estimator_option(parser, name):
     """An option for StructureSearchFlow parameter ``name``, with its default and help."""
+    from sklearn.utils._param_validation import StrOptions
+
     from . import CouplingFlow, StructureSearchFlow
-    from ._preprocessing import BASE_DISTRIBUTIONS, NORMALIZATIONS
-    from ._search_flow import _PICK_RULES
 
     default = StructureSearchFlow().get_params()[name]
+    constraints = StructureSearchFlow._parameter_constraints.get(name, [])
     flag = _option_flag(name)
     # Parameters shared with CouplingFlow are documented there.
     help_text = _parameter_help(StructureSearchFlow, name) or _parameter_help(CouplingFlow, name)
@@ -776,10 +781,10 @@ def _add_estimator_option(parser, name):
     elif name == "n_jobs":
         parser.add_argument(flag, dest=name, type=_n_jobs, default=None,
                             help="parallel training tasks (-1: all cores; default: 1)")
-    elif name in ("pick", "normalization", "base_distribution"):
-        choices = {"pick": _PICK_RULES, "normalization": NORMALIZATIONS,
-                   "base_distribution": BASE_DISTRIBUTIONS}[name]
-        parser.add_argument(flag, dest=name, choices=choices, default=default, help=help_text)
+    elif len(constraints) == 1 and isinstance(constraints[0], StrOptions):
+        # The estimator's own options, in a stable order.
+        parser.add_argument(flag, dest=name, choices=sorted(constraints[0].options), default=default,
+                            help=help_text)
     elif name == "discrete_features":
         parser.add_argument(flag, dest=name, type=_discrete_features, default=default,
                             metavar="{auto,none,all,I,J,...}", help=help_text)

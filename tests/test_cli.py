@@ -504,7 +504,7 @@ def test_search_bad_parameters(tmp_path, data, capsys):
     status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"),
                    "--quiet", *TINY, "--n-layers", "0"])
     # The options' spelling, and no row count for a message that counts none.
-    assert _assert_error(capsys, status) == "error: --n-layers == 0, must be >= 1."
+    assert _assert_error(capsys, status) == "error: --n-layers must be an int in the range [1, inf). Got 0 instead."
     status = main(["search", str(csv_path), "--output", str(tmp_path / "m.joblib"),
                    "--quiet", *TINY, "--fitness-budget", "0"])
     assert "--fitness-budget" in _assert_error(capsys, status)

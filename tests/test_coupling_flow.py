@@ -23,16 +23,17 @@ from skflowsearch import CouplingFlow
 from sklearn.utils import check_random_state
 
 from skflowsearch._base import _base_to_normal, draw_seeds
-from skflowsearch._masks import effective_n_parameters
 from skflowsearch._transforms import base_log_prob, base_sample, student_t_scale
 from scipy import stats
 from skflowsearch.datasets import load_dataset
+
+from _counting import hand_count
 
 SMALL = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5, random_state=0)
 
 
 
-@parametrize_with_checks([CouplingFlow(**SMALL)])
+@parametrize_with_checks([CouplingFlow(**SMALL), CouplingFlow(**SMALL, coupling="spline")])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 
@@ -188,7 +189,7 @@ def test_explicit_masks_used_verbatim(X):
         (np.array([[True, False, False], [False, False, False]]), "at least one conditioning"),
         (np.array([[1, 0, 2]]), "boolean"),
         (np.array([[0.5, 0, 1]]), "boolean"),
-        ("checkerboard", "masks must be one of"),
+        ("checkerboard", "'masks' parameter of CouplingFlow must be a str among"),
     ],
 )
 def test_bad_masks(X, masks, message):
@@ -427,7 +428,7 @@ def test_n_parameters_hand_count(X):
     no_actnorm = CouplingFlow(masks=masks_a, actnorm=False, **kwargs).fit(X)
     assert no_actnorm.n_parameters_ == hand_a - 12
     # two hidden layers: + h*h2 + h2 per coupling, outputs from h2
-    assert effective_n_parameters(masks_a, (4, 3)) == (4 + 4 + 15 + 16) + (8 + 4 + 15 + 8) + 12
+    assert hand_count(masks_a, (4, 3)) == (4 + 4 + 15 + 16) + (8 + 4 + 15 + 8) + 12
 
 
 @pytest.mark.parametrize("hidden", [(4,), (5, 3)])

@@ -19,8 +19,11 @@ from skflowsearch._genome import (
     n_parameters,
     repair,
 )
-from skflowsearch._masks import alternating_masks, effective_n_parameters
-from skflowsearch._nn import CouplingFlowStack
+from skflowsearch._masks import alternating_masks
+from skflowsearch._bijections import Affine, RationalQuadraticSpline
+from skflowsearch._training import TrainingConfig
+
+from _counting import hand_count
 
 fast = settings(deadline=None, max_examples=60)
 
@@ -406,39 +409,45 @@ def test_hidden_sizes():
     assert hidden_sizes((3,), WIDTHS, 0) == (1,)  # never zero units
 
 
-def _live_parameters(genome, hidden, actnorm, seed):
+def _live_parameters(module, seed, n_features):
     """Parameters whose gradient is not zero: those that shape the density.
 
-    An independent count: a real stack with the genome's depth and width
-    gates, random weights (the output layer too, else everything upstream
-    of it has no gradient) and a random batch.
+    An independent count: random weights (the output layer too, else
+    everything upstream of it has no gradient), small enough that every bin
+    of a spline keeps some of the rows, and rows spread over the splines'
+    interval.
     """
-    widths = hidden_sizes(hidden, WIDTHS, genome.width)
-    module = CouplingFlowStack(torch.as_tensor(genome.masks[None]), hidden, [seed], actnorm=actnorm,
-                               layer_active=torch.as_tensor(genome.active[None]),
-                               hidden_widths=torch.as_tensor([widths])).double()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.copy_(0.5 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
-    x = torch.randn(64, genome.masks.shape[1], generator=generator, dtype=torch.float64)
+            p.copy_(0.1 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    x = 8.0 * torch.rand(2000, n_features, generator=generator, dtype=torch.float64) - 4.0
     module.log_prob(x).sum().backward()
-    return sum(int((p.grad.abs() > 1e-8).sum()) for p in module.parameters())
+    # Dead weights get rounding noise only (a masked unit's weights cancel in the pass).
+    largest = max(float(p.grad.abs().max()) for p in module.parameters())
+    return sum(int((p.grad.abs() > 1e-9 * largest).sum()) for p in module.parameters())
 
 
 @settings(deadline=None, max_examples=30)
-@given(valid_genomes(), st.lists(st.integers(2, 9), min_size=1, max_size=2), st.booleans(), seeds)
-def test_n_parameters_counts_the_live_parameters(genome, hidden, actnorm, seed):
+@given(valid_genomes(), st.lists(st.integers(2, 9), min_size=1, max_size=2), st.booleans(), seeds,
+       st.sampled_from([Affine(), RationalQuadraticSpline(n_bins=3)]))
+def test_n_parameters_counts_the_live_parameters(genome, hidden, actnorm, seed, bijection):
     hidden = tuple(hidden)
-    expected = effective_n_parameters(genome.real_masks(),
-                                      hidden_sizes(hidden, WIDTHS, genome.width), actnorm)
-    assert n_parameters(genome, hidden, WIDTHS, actnorm) == expected
-    assert expected == _live_parameters(genome, hidden, actnorm, seed % 2**31)
+    config = TrainingConfig(hidden_layer_sizes=hidden, actnorm=actnorm, bijection=bijection)
+    expected = hand_count(genome.real_masks(), hidden_sizes(hidden, WIDTHS, genome.width), actnorm,
+                          bijection.n_params)
+    assert n_parameters(genome, config, WIDTHS) == expected
+    # The stack with the genome's depth and width gates counts the same, and
+    # so does the gradient.
+    stacked = config.build(genome.masks[None], [seed % 2**31], layer_active=genome.active[None],
+                           hidden_widths=[hidden_sizes(hidden, WIDTHS, genome.width)]).double()
+    assert stacked.n_live_parameters()[0] == expected
+    assert _live_parameters(stacked, seed % 2**31, genome.masks.shape[1]) == expected
 
 
 def test_n_parameters_grows_with_depth_and_width():
     masks = alternating_masks(4, 6)
-    sizes = [n_parameters(Genome(masks, np.arange(4) < k, w), (8, 8), WIDTHS, True)
+    sizes = [n_parameters(Genome(masks, np.arange(4) < k, w), TrainingConfig(hidden_layer_sizes=(8, 8)), WIDTHS)
              for k in (1, 2, 4) for w in (0, 2)]
     assert sizes[0] < sizes[1] and sizes[0] < sizes[2] < sizes[4]
     assert sizes[1] < sizes[3] < sizes[5]

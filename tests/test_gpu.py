@@ -107,9 +107,9 @@ def test_the_search_trains_with_the_auto_group_size_of_its_devices(monkeypatch, 
 
 
 @pytest.mark.parametrize("value, error, match", [
-    ("big", ValueError, 'n_candidates_per_batch must be "auto" or an int'),
-    ("AUTO", ValueError, 'n_candidates_per_batch must be "auto"'),
-    (0, ValueError, "n_candidates_per_batch == 0, must be >= 1"),
+    ("big", ValueError, r"'n_candidates_per_batch' parameter of StructureSearchFlow must be a str among \{'auto'\} or an int"),
+    ("AUTO", ValueError, r"'n_candidates_per_batch' parameter of StructureSearchFlow must be a str among \{'auto'\}"),
+    (0, ValueError, r"'n_candidates_per_batch' parameter .* must be .* an int in the range \[1, inf\)"),
     (2.5, TypeError, "n_candidates_per_batch"),
     (True, TypeError, "n_candidates_per_batch"),
 ])

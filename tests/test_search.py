@@ -163,8 +163,7 @@ def test_trainer_restores_torch_threads():
 def test_trainer_counts_effective_parameters():
     trainer = make_trainer()
     for genome in GENOMES:
-        assert trainer.n_parameters(genome) == n_parameters(
-            genome, CONFIG.hidden_layer_sizes, WIDTHS, CONFIG.actnorm)
+        assert trainer.n_parameters(genome) == n_parameters(genome, CONFIG, WIDTHS)
     assert len({trainer.n_parameters(g) for g in GENOMES[:3]}) == 3  # depth and width count
 
 
@@ -189,10 +188,10 @@ def _stack(n_members, seeds=None, same_masks=False):
     return CouplingFlowStack(torch.as_tensor(masks), (8,), seeds)
 
 
-def _train_stack(module, **kwargs):
-    params = dict(max_epochs=6, batch_size=8, learning_rate=1e-2, weight_decay=0.0,
-                  n_iter_no_change=100, tol=1e-4, max_grad_norm=5.0, batch_seed=3, device=CPU,
-                  X_select=Z_SELECT)
+def _train_stack(module, *, n_iter_no_change=100, tol=1e-4, **kwargs):
+    config = TrainingConfig(hidden_layer_sizes=(8,), max_epochs=6, batch_size=8, learning_rate=1e-2,
+                            weight_decay=0.0, n_iter_no_change=n_iter_no_change, tol=tol)
+    params = dict(config=config, batch_seed=3, device=CPU, X_select=Z_SELECT)
     params.update(kwargs)
     return train_flows(module, Z_TRAIN, Z_VAL, **params)
 

@@ -172,10 +172,14 @@ def test_checkpoint_written_on_another_resolved_device_is_rejected(X, tmp_path, 
         _tiny(checkpoint=path, n_generations=1, device="auto").fit(X)
 
 
-@pytest.mark.parametrize("checkpoint", ["", 123, b"bytes.ckpt"])
-def test_bad_checkpoint_parameter_raises_in_fit(X, checkpoint):
+@pytest.mark.parametrize("checkpoint, message", [
+    ("", "checkpoint must be None or a file path"),
+    (123, "'checkpoint' parameter of StructureSearchFlow must be an instance of 'str'"),
+    (b"bytes.ckpt", "'checkpoint' parameter of StructureSearchFlow must be an instance of 'str'"),
+])
+def test_bad_checkpoint_parameter_raises_in_fit(X, checkpoint, message):
     search = _tiny(checkpoint=checkpoint, callback=_stop_at(0))
-    with pytest.raises(ValueError, match="checkpoint must be None or a file path"):
+    with pytest.raises(ValueError, match=message):
         search.fit(X)
 
 

@@ -16,10 +16,12 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import skflowsearch._search as search_module
 from skflowsearch import CouplingFlow, StructureSearchFlow
 from skflowsearch._genome import Genome, hidden_sizes, is_valid
-from skflowsearch._masks import alternating_masks, effective_n_parameters
+from skflowsearch._masks import alternating_masks
 from skflowsearch._preprocessing import choose_start, fit_normalizer
 from skflowsearch._training import fit_flows
 from skflowsearch.datasets import load_dataset
+
+from _counting import hand_count
 
 HISTORY_KEYS = {"generation", "n_evaluations", "n_failed", "best", "mean", "std", "worst", "seconds"}
 RACE_KEYS = {"entry", "n_layers", "hidden_layer_sizes", "n_parameters", "score", "difference",
@@ -197,7 +199,7 @@ def test_evaluated_arrays_are_consistent(search, X):
     for m, active, sizes, count in zip(masks, layers, hidden, n_params):
         # Each genome has one of the widths, and its parameter count is the one of its active layers.
         assert tuple(sizes) in choices
-        assert count == effective_n_parameters(m[active], tuple(sizes))
+        assert count == hand_count(m[active], tuple(sizes))
         genome = Genome(m, active, choices.index(tuple(sizes)))
         assert is_valid(genome)
         keys.add(genome.key())
@@ -209,7 +211,7 @@ def test_initial_population_starts_with_alternating_masks(search, X):
     alternating = alternating_masks(TINY["n_layers"], X.shape[1])
     assert np.array_equal(search.evaluated_masks_[0], alternating)
     assert search.evaluated_layers_[0].all()
-    assert search.evaluated_n_parameters_[0] == effective_n_parameters(alternating, TINY["hidden_layer_sizes"])
+    assert search.evaluated_n_parameters_[0] == hand_count(alternating, TINY["hidden_layer_sizes"])
 
 
 def test_fitness_budget(search):
@@ -239,7 +241,7 @@ def _check_race(est, X):
     assert est.flow_.n_layers == est.masks_.shape[0]
     assert est.hidden_layer_sizes_ == tuple(chosen["hidden_layer_sizes"])
     assert est.n_parameters_ == chosen["n_parameters"]
-    assert est.n_parameters_ == effective_n_parameters(est.masks_, est.hidden_layer_sizes_, est.actnorm)
+    assert est.n_parameters_ == hand_count(est.masks_, est.hidden_layer_sizes_, est.actnorm)
     assert est.best_score_ == chosen["score"]
     if est.pick == "best":
         # The best of the alternating masks and the challengers that beat them by the margin.
@@ -253,7 +255,7 @@ def _check_race(est, X):
 def test_race_records_match_the_fitted_search(search, X):
     _check_race(search, X)
     assert search.race_[0]["hidden_layer_sizes"] == TINY["hidden_layer_sizes"]
-    assert search.race_[0]["n_parameters"] == effective_n_parameters(
+    assert search.race_[0]["n_parameters"] == hand_count(
         alternating_masks(TINY["n_layers"], X.shape[1]), TINY["hidden_layer_sizes"])
 
 

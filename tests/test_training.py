@@ -1,10 +1,13 @@
 """Training a population of flows: independence, divergence, early stopping."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from skflowsearch import _training
+from skflowsearch._bijections import Affine, RationalQuadraticSpline
 from skflowsearch._nn import CouplingFlowStack
 from skflowsearch._training import (
     TrainingConfig,
@@ -48,26 +51,12 @@ X_TRAIN, X_VAL = _data()
 
 
 def config_kwargs(config=CONFIG, **overrides):
-    kwargs = dict(
-        max_epochs=config.max_epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        n_iter_no_change=config.n_iter_no_change,
-        tol=config.tol,
-        max_grad_norm=config.max_grad_norm,
-        batch_seed=5,
-        device=CPU,
-    )
-    kwargs.update(overrides)
-    return kwargs
+    """Keyword arguments of train_flows: ``config`` with ``overrides`` of its fields."""
+    return dict(config=replace(config, **overrides), batch_seed=5, device=CPU)
 
 
 def new_stack(masks=MASKS, seeds=SEEDS, config=CONFIG):
-    return CouplingFlowStack(
-        torch.as_tensor(masks), config.hidden_layer_sizes, seeds,
-        actnorm=config.actnorm, max_log_scale=config.max_log_scale,
-    )
+    return config.build(masks, seeds)
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +95,12 @@ def assert_member_equal(result, member, single, rtol=1e-4):
         )
 
 
+@pytest.mark.parametrize("bijection", [Affine(), RationalQuadraticSpline(n_bins=5)], ids=["affine", "spline"])
 @pytest.mark.parametrize(
     "n_train, n_val, hidden, batch_size",
     [(160, 40, (8,), 32), (37, 13, (5,), 16), (50, 7, (7, 3), 64), (61, 29, (6,), 61)],
 )
-def test_members_match_training_alone_for_any_shape(n_train, n_val, hidden, batch_size):
+def test_members_match_training_alone_for_any_shape(n_train, n_val, hidden, batch_size, bijection):
     # Row counts and widths that are not multiples of any SIMD width. Bit
     # equality is not guaranteed there (a reduction or a kernel's tail may
     # round differently with the stack's size), float-tolerance equality is;
@@ -118,7 +108,7 @@ def test_members_match_training_alone_for_any_shape(n_train, n_val, hidden, batc
     rng = np.random.default_rng(n_train)
     X = rng.normal(size=(n_train + n_val, 3)) @ rng.normal(size=(3, 3))
     config = TrainingConfig(hidden_layer_sizes=hidden, max_epochs=6, batch_size=batch_size,
-                            learning_rate=3e-2, n_iter_no_change=50)
+                            learning_rate=3e-2, n_iter_no_change=50, bijection=bijection)
     kwargs = dict(batch_seed=1, config=config, device=CPU)
     together = fit_flows(MASKS, X[:n_train], X[n_train:], seeds=SEEDS, **kwargs)
     for member, seed in enumerate(SEEDS):

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from skflowsearch._bijections import Affine, RationalQuadraticSpline
 from skflowsearch._nn import CouplingFlowStack
 from skflowsearch._transforms import (
     affine_forward,
@@ -29,6 +30,9 @@ fast = settings(max_examples=40, deadline=None)
 
 seeds = st.integers(0, 2**31 - 1)
 finite = st.floats(-4.0, 4.0, allow_nan=False, allow_infinity=False)
+# Every stack test runs with both bijections; the spline's interval is
+# narrower than the inputs' range, so its identity tails are exercised too.
+bijections = st.sampled_from([Affine(), RationalQuadraticSpline(n_bins=4, tail_bound=3.0)])
 
 
 def repair(masks):
@@ -51,15 +55,15 @@ def stacks(draw, max_members=3):
     hidden = tuple(draw(st.lists(st.integers(1, 6), min_size=1, max_size=2)))
     member_seeds = draw(st.lists(seeds, min_size=n_members, max_size=n_members))
     actnorm = draw(st.booleans())
-    module = make_stack(masks, hidden, member_seeds, actnorm, noise_seed=draw(seeds))
+    module = make_stack(masks, hidden, member_seeds, actnorm, noise_seed=draw(seeds), bijection=draw(bijections))
     batch = draw(st.integers(1, 5))
     x = draw(hnp.arrays(np.float64, (batch, n_features), elements=finite))
     return module, torch.from_numpy(x)
 
 
-def make_stack(masks, hidden, member_seeds, actnorm=True, noise_seed=0, scale=0.5):
+def make_stack(masks, hidden, member_seeds, actnorm=True, noise_seed=0, scale=0.5, bijection=None):
     module = CouplingFlowStack(
-        torch.as_tensor(masks), hidden, member_seeds, actnorm=actnorm
+        torch.as_tensor(masks), hidden, member_seeds, actnorm=actnorm, bijection=bijection
     ).double()
     perturb(module, noise_seed, scale)
     return module
@@ -165,10 +169,11 @@ def test_sample_is_inverse_of_base_noise(case, seed):
     torch.testing.assert_close(samples, expected, rtol=0, atol=0)
 
 
-def test_conditioning_features_pass_through_each_coupling():
+@pytest.mark.parametrize("bijection", [Affine(), RationalQuadraticSpline()])
+def test_conditioning_features_pass_through_each_coupling(bijection):
     # without ActNorm, a one-layer flow leaves its conditioning features untouched
     masks = np.array([[[True, False, True, False]]])
-    module = make_stack(masks, (5,), [3], actnorm=False)
+    module = make_stack(masks, (5,), [3], actnorm=False, bijection=bijection)
     x = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         z, _ = module(x)
@@ -186,6 +191,22 @@ def test_new_stack_is_the_identity():
     assert torch.all(log_det == 0)
 
 
+def test_new_spline_stack_is_the_identity_up_to_rounding():
+    masks = repair(np.random.default_rng(0).random((2, 3, 4)) < 0.5)
+    module = CouplingFlowStack(torch.as_tensor(masks), (8, 8), [1, 2],
+                               bijection=RationalQuadraticSpline()).double()
+    # Inside the interval, on its ends, and in the tails.
+    x = torch.cat([6 * torch.rand(200, 4, dtype=torch.float64) - 3,
+                   torch.tensor([[5.0, -5.0, 7.0, -1e3]], dtype=torch.float64)])
+    with torch.no_grad():
+        z, log_det = module(x)
+        x_back, inverse_log_det = module.inverse(z)
+    torch.testing.assert_close(z, x.expand_as(z), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(log_det, torch.zeros_like(log_det), rtol=0, atol=1e-13)
+    torch.testing.assert_close(x_back, x.expand_as(z), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(inverse_log_det, torch.zeros_like(log_det), rtol=0, atol=1e-13)
+
+
 def test_seed_count_must_match_members():
     with pytest.raises(ValueError, match="one seed per member"):
         CouplingFlowStack(torch.ones(2, 1, 3, dtype=torch.bool), (4,), [0])
@@ -196,7 +217,8 @@ def test_seed_count_must_match_members():
 
 def single_member(module, masks, hidden, member, actnorm):
     alone = CouplingFlowStack(
-        torch.as_tensor(masks[member : member + 1]), hidden, [12345], actnorm=actnorm
+        torch.as_tensor(masks[member : member + 1]), hidden, [12345], actnorm=actnorm,
+        bijection=module.bijection,
     ).double()
     state = {
         name: tensor if tensor.dim() == 0 else tensor[member : member + 1]
@@ -209,12 +231,12 @@ def single_member(module, masks, hidden, member, actnorm):
 @fast
 @given(
     st.integers(1, 4), st.integers(2, 6), st.booleans(), seeds, seeds,
-    hnp.arrays(np.float64, (4, 6), elements=finite),
+    hnp.arrays(np.float64, (4, 6), elements=finite), bijections,
 )
-def test_members_of_a_stack_are_independent(n_layers, n_features, actnorm, mask_seed, noise_seed, x):
+def test_members_of_a_stack_are_independent(n_layers, n_features, actnorm, mask_seed, noise_seed, x, bijection):
     masks = repair(np.random.default_rng(mask_seed).random((3, n_layers, n_features)) < 0.5)
     hidden = (5, 3)
-    module = make_stack(masks, hidden, [7, 8, 9], actnorm, noise_seed)
+    module = make_stack(masks, hidden, [7, 8, 9], actnorm, noise_seed, bijection=bijection)
     x = torch.from_numpy(x[:, :n_features].copy())
     with torch.no_grad():
         z, log_det = module(x)
@@ -320,12 +342,11 @@ def test_affine_with_per_feature_parameters_broadcasts_over_rows(arrays):
 
 
 def reference_conditioners(module, x):
-    """Each layer's (log_scale, shift) computed the plain way, on inputs ``x``.
+    """Each layer's bijection parameters computed the plain way, on inputs ``x``.
 
     ``x`` is (n_members, batch, n_features), the same input for every layer:
-    the MLP reads ``x * mask`` through tanh hidden layers, and the
-    soft-clamped log-scale and the shift are zeroed on the conditioning
-    features.
+    the MLP reads ``x * mask`` through tanh hidden layers, and its outputs,
+    ``n_params`` per feature, are zeroed on the conditioning features.
     """
     out = []
     for layer in range(module.n_layers):
@@ -335,8 +356,8 @@ def reference_conditioners(module, x):
             h = torch.baddbmm(bias[:, layer], h, weight[:, layer])
             if i < len(module.weights) - 1:
                 h = torch.tanh(h)
-        log_scale, shift = h.chunk(2, dim=-1)
-        out.append((soft_clamp(log_scale, module.max_log_scale) * (1 - mask), shift * (1 - mask)))
+        params = h.unflatten(-1, (module.bijection.n_params, module.n_features))
+        out.append(params * (1 - mask).unsqueeze(-2))
     return out
 
 
@@ -349,17 +370,15 @@ def test_conditioner_matches_the_plain_masked_tanh_mlp(case):
     x = module._broadcast(x)
     with torch.no_grad():
         expected = reference_conditioners(module, x)
-        for layer, (weights, biases, _) in enumerate(module._per_layer()):
-            log_scale, shift = module._conditioner(x, weights, biases)
-            torch.testing.assert_close(log_scale, expected[layer][0], rtol=1e-10, atol=1e-12)
-            torch.testing.assert_close(shift, expected[layer][1], rtol=1e-10, atol=1e-12)
+        for layer, (weights, biases, _, _) in enumerate(module._per_layer()):
+            params = module._conditioner(x, weights, biases)
+            torch.testing.assert_close(params, expected[layer], rtol=1e-10, atol=1e-12)
             # exactly zero on the conditioning features, which are the only ones read
-            conditioning = module.masks[:, layer].bool().unsqueeze(1).expand_as(x)
-            assert torch.all(log_scale[conditioning] == 0) and torch.all(shift[conditioning] == 0)
-            noise = torch.where(conditioning, torch.zeros_like(x), torch.randn_like(x))
-            log_scale2, shift2 = module._conditioner(x + noise, weights, biases)
-            torch.testing.assert_close(log_scale2, log_scale, rtol=0, atol=0)
-            torch.testing.assert_close(shift2, shift, rtol=0, atol=0)
+            conditioning = module.masks[:, layer].bool()[:, None, None, :].expand_as(params)
+            assert torch.all(params[conditioning] == 0)
+            reads = module.masks[:, layer].bool().unsqueeze(1).expand_as(x)
+            noise = torch.where(reads, torch.zeros_like(x), torch.randn_like(x))
+            torch.testing.assert_close(module._conditioner(x + noise, weights, biases), params, rtol=0, atol=0)
 
 
 @fast
@@ -367,16 +386,17 @@ def test_conditioner_matches_the_plain_masked_tanh_mlp(case):
 def test_conditioner_gradients_match_the_plain_mlp(case):
     module, x = case
     x = module._broadcast(x).clone().requires_grad_(True)
-    weights = torch.linspace(-1.0, 1.0, x.numel(), dtype=x.dtype).view_as(x)
 
     def gradients(compute):
         module.zero_grad()
         x.grad = None
-        total = sum(((ls + 2 * sh) * weights).sum() for ls, sh in compute())
+        outputs = compute()
+        weights = torch.linspace(-1.0, 1.0, outputs[0].numel(), dtype=x.dtype).view_as(outputs[0])
+        total = sum((params * weights).sum() for params in outputs)
         total.backward()
         return [x.grad.clone()] + [p.grad.clone() for p in module.parameters() if p.grad is not None]
 
-    ours = gradients(lambda: [module._conditioner(x, w, b) for w, b, _ in module._per_layer()])
+    ours = gradients(lambda: [module._conditioner(x, w, b) for w, b, _, _ in module._per_layer()])
     plain = gradients(lambda: reference_conditioners(module, x))
     assert len(ours) == len(plain)
     for a, b in zip(ours, plain):
@@ -449,6 +469,7 @@ def structured_stacks(draw):
     module = CouplingFlowStack(
         torch.as_tensor(masks), hidden, list(range(n_members)), actnorm=actnorm,
         layer_active=torch.as_tensor(active), hidden_widths=torch.as_tensor(widths),
+        bijection=draw(bijections),
     ).double()
     perturb(module, draw(seeds))
     x = draw(hnp.arrays(np.float64, (draw(st.integers(1, 4)), n_features), elements=finite))
@@ -464,7 +485,7 @@ def real_size_member(module, member, masks, active, widths, hidden):
     layers = np.flatnonzero(active[member])
     small = CouplingFlowStack(
         torch.as_tensor(masks[member][layers][None]), tuple(int(w) for w in widths[member]), [0],
-        actnorm=module.actnorm,
+        actnorm=module.actnorm, bijection=module.bijection,
     ).double()
     units = [slice(None)] + [slice(0, int(w)) for w in widths[member]] + [slice(None)]
     with torch.no_grad():
