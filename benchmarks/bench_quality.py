@@ -250,8 +250,13 @@ def run_in_subprocess(model, dataset, seed, quick, threads):
     return json.loads(line[len("RSS_JSON "):])
 
 
+# The references of the paired table: the best classical model, zuko's spline
+# flow and the package's default flow (CouplingFlow(), alternating masks).
+PAIRED_REFERENCES = ("classical", "zuko", "flow_alternating")
+
+
 def paired(name, scores, flows):
-    """Rows of the paired table of one dataset: every flow against the best classical and zuko.
+    """Rows of the paired table of one dataset: every flow against each of ``PAIRED_REFERENCES``.
 
     ``scores`` maps each model run to its test scores in seed order. Empty
     when neither reference was run.
@@ -261,13 +266,15 @@ def paired(name, scores, flows):
         references["classical"] = np.maximum(scores["gmm"], scores["kde"])
     if "zuko_nsf" in scores:
         references["zuko"] = np.asarray(scores["zuko_nsf"])
+    if "flow_alternating" in scores:
+        references["flow_alternating"] = np.asarray(scores["flow_alternating"])
     if not references:
         return []
     rows = []
     for model in flows:
         cells = []
-        for key in ("classical", "zuko"):
-            if key not in references or (key == "zuko" and model == "zuko_nsf"):
+        for key in PAIRED_REFERENCES:
+            if key not in references or model == {"zuko": "zuko_nsf"}.get(key, key):
                 cells.append("-")
             else:
                 cells.append(format_paired(np.asarray(scores[model]) - references[key]))
@@ -286,6 +293,8 @@ def main(argv=None):
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=None, metavar="MODEL",
                         help=f"models to run, in the tables' order (default: all of {', '.join(MODELS)})")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="append every fit's result to PATH as a JSON line, as it ends")
     parser.add_argument("--rss-child", choices=MODELS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     import torch
@@ -348,6 +357,10 @@ def run(args):
                     score, n_param, fit_s = fit_model(model, X_train, X_val, X_test, seed, budget)
                 scores[model].append(score)
                 seconds[model].append(fit_s)
+                if args.json:
+                    with open(args.json, "a") as handle:
+                        handle.write(json.dumps(dict(dataset=name, seed=seed, model=model, score=score,
+                                                     n_parameters=n_param, seconds=fit_s)) + "\n")
                 if model in flows:
                     n_parameters[model].append(n_param)
         n, d = shapes[name]
@@ -378,7 +391,7 @@ def run(args):
         print("best classical: per seed the larger of the tuned GMM's and the tuned KDE's test "
               "scores. Positive: the flow is better.\n")
         print(markdown_table(["dataset", "flow", "seeds", "flow - best classical",
-                              "flow - zuko NSF"], paired_rows))
+                              "flow - zuko NSF", "flow - flow alternating"], paired_rows))
     print("\n### Fit wall time per model (seconds, mean over seeds)\n")
     print(markdown_table(["dataset"] + [MODEL_LABELS[m] for m in models], time_rows))
     if rss:

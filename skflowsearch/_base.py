@@ -24,7 +24,15 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._device import resolve_device, resolve_devices
 from ._bijections import BIJECTIONS
 from ._masks import check_hidden_layer_sizes
-from ._preprocessing import BASE_DISTRIBUTIONS, NORMALIZATIONS, choose_start, warn_if_few_rows
+from ._preprocessing import (
+    BASE_DISTRIBUTIONS,
+    DEPENDENT_WIDTH,
+    NORMALIZATIONS,
+    LinearResidual,
+    choose_start,
+    dependent_columns,
+    warn_if_few_rows,
+)
 from ._transforms import student_t_scale
 from . import _training
 from ._training import TrainingConfig, fit_flows
@@ -70,10 +78,11 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     _parameter_constraints = {
         "n_layers": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [Interval(Integral, 1, None, closed="left"), "array-like"],
-        "whiten": ["boolean"],
+        "whiten": ["boolean", StrOptions({"auto"})],
         "normalization": [StrOptions(set(NORMALIZATIONS))],
         "base_distribution": [StrOptions(set(BASE_DISTRIBUTIONS))],
         "discrete_features": [StrOptions({"auto"}), "boolean", "array-like"],
+        "dependent_features": [StrOptions({"model", "raise"})],
         "coupling": [StrOptions(set(BIJECTIONS))],
         "n_bins": [Interval(Integral, 2, None, closed="left")],
         "tail_bound": [Interval(Real, 0, None, closed="neither")],
@@ -143,6 +152,50 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         offsets[:, columns] = (np.argsort(noise.random((n, columns.size)), axis=0) + 0.5) / n
         self.dequantization_offsets_ = offsets
         return X_train, X_val
+
+    def _fit_dependent_columns(self, X_train, X_val):
+        """Set ``dependent_features_`` and ``dependent_model_``; return the fit rows' other columns.
+
+        A column that is an exact linear function of others (a difference,
+        a sum, a unit conversion) puts the rows on a hyperplane, where no
+        density exists. With ``dependent_features="model"`` one column of each
+        dependence is modeled as a narrow Gaussian around its least-squares
+        prediction from the others, and the flow models the others.
+        """
+        found = dependent_columns(X_train)
+        derived = np.zeros(X_train.shape[1], dtype=bool)
+        derived[[column for _, column in found]] = True
+        self.dependent_features_ = derived
+        self.dependent_model_ = None
+        # Added to the flow's validation scores, to report them in the original space.
+        self._validation_offset = 0.0
+        if not found:
+            return X_train, X_val
+        model = LinearResidual.fit(X_train, derived)
+        kept = np.flatnonzero(~derived)
+        # The columns each derived one depends on: its non-negligible coefficients.
+        weight = np.abs(model.coef) * X_train[:, kept].std(axis=0)[:, None]
+        described = "; ".join(
+            f"column {j} is a linear function of columns {kept[weight[:, i] > 1e-6 * weight[:, i].max()].tolist()}"
+            for i, j in enumerate(np.flatnonzero(derived))
+        )
+        if self.dependent_features == "raise":
+            raise ValueError(
+                f"the columns of X are linearly dependent: {described} (a copy, a sum or a "
+                "difference of columns, a change of units). Drop them, or pass "
+                "dependent_features='model'."
+            )
+        warnings.warn(
+            f"{type(self).__name__}: the columns of X are linearly dependent: {described}. Each "
+            f"derived column is modeled as a Gaussian of width {DEPENDENT_WIDTH:g} standard "
+            "deviations around its least-squares prediction from the others, which the flow "
+            "models; rows off that hyperplane score very low. Pass dependent_features='raise' to "
+            "refuse such data.",
+            UserWarning,
+        )
+        self.dependent_model_ = model
+        self._validation_offset = float(np.mean(self.dependent_model_.log_prob(X_val)))
+        return X_train[:, ~derived], X_val[:, ~derived]
 
     def _discrete_columns(self, X):
         """Bool mask of the columns to dequantize, from ``discrete_features``."""
@@ -220,20 +273,26 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         # default structure ends with exactly the CouplingFlow of its random_state.
         init_seed, batch_seed = draw_seeds(rng, 2)
         X_train, X_val = self._dequantize_fit_rows(X, X_train, X_val, rng)
-        warn_if_few_rows(X_train.shape[0], X.shape[1], type(self).__name__, self.whiten)
+        # The flow models the columns that are not linear functions of others.
+        X_train, X_val = self._fit_dependent_columns(X_train, X_val)
+        warn_if_few_rows(X_train.shape[0], X_train.shape[1], type(self).__name__, self.whiten is not False)
         # Fitted on the training rows only: the validation rows stay unseen.
-        (start, normalizer), gaussian = choose_start(
-            X_train, X_val, whiten=self.whiten, normalization=self.normalization,
-            base_distribution=self.base_distribution,
-        )
+        options = dict(normalization=self.normalization, base_distribution=self.base_distribution)
+        whitened = self.whiten is not False
+        (start, normalizer), gaussian = choose_start(X_train, X_val, whiten=whitened, **options)
         masks, hidden_layer_sizes = self._choose_structure(X_train, X_val, start, rng, devices)
 
         # A start that scores higher untrained need not train better: when the
         # chosen one is not the Gaussian start, the final flow is trained from
-        # both, and the better on the validation rows is kept.
+        # both; with whiten="auto" also from the best start without
+        # whitening (elementwise maps act on the original axes, where bounded
+        # or clustered columns keep their edges). The better on the
+        # validation rows is kept.
         finals = [(start, normalizer)]
         if gaussian is not None and gaussian[0] != start:
             finals.append(gaussian)
+        if self.whiten == "auto":
+            finals.append(choose_start(X_train, X_val, whiten=False, **options)[0])
         best = None
         for candidate, candidate_normalizer in finals:
             self._set_start(candidate, candidate_normalizer)
@@ -260,7 +319,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return self
 
     def _set_start(self, start, normalizer):
-        self.normalization_, self.base_df_ = start.normalization, start.df
+        self.normalization_, self.base_df_, self.whiten_ = start.normalization, start.df, start.whiten
         self.mean_, self.scale_ = normalizer.mean, normalizer.scale
         self.input_matrix_, self.input_log_det_ = normalizer.matrix, normalizer.log_det
 
@@ -285,7 +344,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         print(
             f"[{type(self).__name__}] epoch {epoch:4d}  mean log-likelihood: "
             f"train {self.input_log_det_ - train_loss[0]:.4f}  "
-            f"validation {validation_score[0] + self.input_log_det_:.4f}"
+            f"validation {validation_score[0] + self.input_log_det_ + self._validation_offset:.4f}"
         )
 
     def _store_result(self, masks, hidden_layer_sizes, result, device):
@@ -320,9 +379,11 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.loss_curve_ = result.train_loss[: result.n_epochs[0], 0].astype(np.float64)
         self.validation_scores_ = (
             result.validation_score[: result.n_epochs[0] + 1, 0].astype(np.float64)
-            + self.input_log_det_
+            + self.input_log_det_ + self._validation_offset
         )
-        self.best_validation_score_ = float(np.float64(result.best_validation_score[0]) + self.input_log_det_)
+        self.best_validation_score_ = float(
+            np.float64(result.best_validation_score[0]) + self.input_log_det_ + self._validation_offset
+        )
         self.n_epochs_ = int(result.n_epochs[0])
         self.best_epoch_ = int(result.best_epoch[0])
         self.n_parameters_ = int(self.flow_.n_live_parameters()[0])
@@ -334,10 +395,22 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return validate_data(self, X, reset=False, dtype=np.float64)
 
     def _flow_input(self, X, offset):
-        """Validated rows ``X``, moved by ``offset`` on the discrete columns, in the flow's input space."""
+        """Validated rows ``X``, moved by ``offset`` on the discrete columns, in the flow's input space.
+
+        The flow reads the columns that are not derived (``dependent_features_``).
+        """
         # Rows near the float64 limit can overflow here; they score -inf.
         with np.errstate(over="ignore", invalid="ignore"):
-            return self._normalize(X + offset * self.discrete_features_)
+            return self._normalize((X + offset * self.discrete_features_)[:, ~self.dependent_features_])
+
+    def _with_derived(self, X_modeled, Z_derived):
+        """Full rows from the flow's columns and the standardized residuals of the derived ones."""
+        if self.dependent_model_ is None:
+            return X_modeled
+        X = np.empty((X_modeled.shape[0], self.n_features_in_))
+        X[:, ~self.dependent_features_] = X_modeled
+        X[:, self.dependent_features_] = self.dependent_model_.from_normal(X_modeled, Z_derived)
+        return X
 
     def score_samples(self, X):
         """Log-density of each row of ``X`` in the original feature space.
@@ -356,16 +429,20 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         log_density : ndarray of shape (n_samples,)
             In nats, including the log-Jacobian of the internal normalization.
         """
-        Z_centre = self._flow_input(self._validated(X), 0.0)
+        X = self._validated(X)
+        Z_centre = self._flow_input(X, 0.0)
         total = 0.0
         for offset in self.dequantization_offsets_:
             # The map is affine: moving the rows moves their image by offset @ M.
-            Z = Z_centre + (offset * self.discrete_features_) @ self.input_matrix_
+            Z = Z_centre + (offset * self.discrete_features_)[~self.dependent_features_] @ self.input_matrix_
             finite = np.isfinite(Z).all(axis=1)
             out = np.full(finite.shape[0], -np.inf)
             out[finite] = self._in_chunks(lambda rows: self.flow_.log_prob(rows)[0], Z[finite])
             total = total + out
-        return total / len(self.dequantization_offsets_) + self.input_log_det_
+        total = total / len(self.dequantization_offsets_) + self.input_log_det_
+        if self.dependent_model_ is not None:
+            total = total + self.dependent_model_.log_prob(X)
+        return total
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X`` (nats per row); higher is better.
@@ -407,7 +484,10 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             # In chunks, like score_samples: memory stays that of the output.
             for start in range(0, out.shape[0], _training.ROW_CHUNK):
                 n = min(_training.ROW_CHUNK, out.shape[0] - start)
-                out[start : start + n] = self._denormalize(self.flow_.sample(n, generator)[0].cpu().numpy())
+                X_modeled = self._denormalize(self.flow_.sample(n, generator)[0].cpu().numpy())
+                residuals = torch.randn((n, int(self.dependent_features_.sum())), generator=generator,
+                                        dtype=torch.float64).numpy()
+                out[start : start + n] = self._with_derived(X_modeled, residuals)
         return out
 
     def transform(self, X):
@@ -419,7 +499,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         the t's distribution function. The result is a joint Gaussianization
         of the features, where ``QuantileTransformer`` or ``PowerTransformer``
         act column by column. Discrete columns enter at the centre of their
-        unit cell.
+        unit cell; a derived column (``dependent_features_``) gives its
+        standardized residual from its linear prediction.
 
         Parameters
         ----------
@@ -430,11 +511,18 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         Z : ndarray of shape (n_samples, n_features)
             Latent rows (float64); ``inverse_transform`` maps them back.
         """
+        X = self._validated(X)
         # The centre of a discrete value's unit cell, which inverse_transform
         # rounds back.
-        Z = self._flow_input(self._validated(X), 0.5)
-        return _base_to_normal(self._in_chunks(lambda rows: self.flow_(rows)[0][0], Z, Z.shape[1:]),
-                               self.base_df_)
+        Z = self._flow_input(X, 0.5)
+        latent = _base_to_normal(self._in_chunks(lambda rows: self.flow_(rows)[0][0], Z, Z.shape[1:]),
+                                 self.base_df_)
+        if self.dependent_model_ is None:
+            return latent
+        out = np.empty_like(X)
+        out[:, ~self.dependent_features_] = latent
+        out[:, self.dependent_features_] = self.dependent_model_.to_normal(X)
+        return out
 
     def inverse_transform(self, X):
         """Map latent rows back to the original feature space (the inverse of ``transform``).
@@ -448,8 +536,10 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         -------
         X_original : ndarray of shape (n_samples, n_features)
         """
-        Z = _normal_to_base(self._validated(X), self.base_df_)
-        return self._denormalize(self._in_chunks(lambda rows: self.flow_.inverse(rows)[0][0], Z, Z.shape[1:]))
+        latent = self._validated(X)
+        Z = _normal_to_base(latent[:, ~self.dependent_features_], self.base_df_)
+        X_modeled = self._denormalize(self._in_chunks(lambda rows: self.flow_.inverse(rows)[0][0], Z, Z.shape[1:]))
+        return self._with_derived(X_modeled, latent[:, self.dependent_features_])
 
     def _in_chunks(self, function, Z, per_row_shape=()):
         """``function`` (torch rows -> a result per row) on the rows of ``Z``, chunk by chunk.
@@ -465,12 +555,13 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return out
 
     def _denormalize(self, Z):
-        """Rows of the flow's input space back in the original one; discrete columns rounded down.
+        """Rows of the flow's input space back in its columns; discrete columns rounded down.
 
         A dequantized value lies in ``[k, k + 1)`` for the integer ``k`` it came from.
         """
         X = np.linalg.solve(self.input_matrix_.T, Z.T).T + self.mean_
-        X[:, self.discrete_features_] = np.floor(X[:, self.discrete_features_])
+        discrete = self.discrete_features_[~self.dependent_features_]
+        X[:, discrete] = np.floor(X[:, discrete])
         return X
 
     @property
@@ -493,6 +584,10 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         flow = state.get("flow_")
         if flow is not None and "base_df_" not in state:
             self._upgrade_from_before_the_chosen_start()
+        if flow is not None and "dependent_features_" not in state:
+            # Pickled before derived columns were modeled: it had none.
+            self.dependent_features_ = np.zeros(self.n_features_in_, dtype=bool)
+            self.dependent_model_ = None
         if flow is not None and getattr(self, "device_", "cpu") != "cpu":
             try:
                 self.flow_ = flow.to(resolve_device(self.device_))
@@ -507,6 +602,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def _upgrade_from_before_the_chosen_start(self):
         """A model pickled before the start was chosen: a normal base, no discrete columns."""
         self.normalization_, self.base_df_ = "standard", math.inf
+        self.whiten_ = bool(self.whiten)
         self.flow_.base_df = math.inf
         self.discrete_features_ = np.zeros(self.n_features_in_, dtype=bool)
         self.dequantization_offsets_ = np.zeros((1, self.n_features_in_))
@@ -540,7 +636,8 @@ def _normal_to_base(U, df):
 def _describe(start):
     """The start in words, for verbose output."""
     base = "a normal base" if np.isinf(start.df) else f"a Student t base (df={start.df:g})"
-    return f"the {start.normalization} normalization with {base}"
+    whitened = "whitened" if start.whiten else "not whitened"
+    return f"the {start.normalization} normalization ({whitened}) with {base}"
 
 
 def _column_mask(columns, n_features):

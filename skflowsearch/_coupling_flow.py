@@ -35,15 +35,19 @@ class CouplingFlow(BaseFlow):
     hidden_layer_sizes : tuple of int, default=(64, 64)
         Hidden widths of the tanh MLP that outputs the parameters of each
         layer's transform.
-    whiten : bool, default=True
+    whiten : bool or "auto", default="auto"
         Decorrelate the standardized features (ZCA) before the flow, so that
         the untrained flow is a full-covariance Gaussian and training models
         only what a Gaussian misses. The correlation is shrunk toward the
         identity (Ledoit-Wolf), which keeps wide tables (few rows per
         feature) well conditioned; ``fit`` warns when there are fewer than 10
-        training rows per feature. A column that is a linear combination of
-        others raises ``ValueError``. Densities stay in the original space
-        either way.
+        training rows per feature. Whitening mixes the columns, though, and
+        the couplings' elementwise maps then no longer act along them: a
+        column's hard edge (a bounded or dequantized column) or its clusters
+        become oblique. ``"auto"`` trains the final flow from the whitened
+        starts and from the best start without whitening, and keeps the
+        better on the validation rows (the structure is chosen on the
+        whitened start). Densities stay in the original space either way.
     normalization : {"auto", "standard", "robust"}, default="auto"
         How columns are centred and scaled: ``"standard"`` by mean and
         standard deviation; ``"robust"`` by median and interquartile range,
@@ -70,6 +74,16 @@ class CouplingFlow(BaseFlow):
         ``True``/``False``: all/none; or a bool mask or column indices. A
         column given as discrete must hold integers. ``fit`` warns about
         non-integer columns with at most 10 distinct values.
+    dependent_features : {"model", "raise"}, default="model"
+        What to do with columns that are exact linear functions of others
+        (a difference or sum of two columns, a copy in other units): the rows
+        then lie on a hyperplane, where no density exists. ``"model"``
+        takes one column of each such dependence as derived, models it as a
+        Gaussian of width 0.001 standard deviations around its least-squares
+        prediction from the other columns, and fits the flow to those; rows
+        off the training rows' hyperplane then score very low (right for
+        outlier detection), and ``fit`` warns, naming the columns.
+        ``"raise"`` raises ``ValueError`` instead.
     coupling : {"affine", "spline"}, default="affine"
         The map each coupling applies to its transformed features, given the
         conditioning ones: ``"affine"`` scales and shifts (RealNVP);
@@ -138,6 +152,8 @@ class CouplingFlow(BaseFlow):
         interquartile range over 1.349.
     normalization_ : {"standard", "robust"}
         The normalization chosen (see ``normalization``).
+    whiten_ : bool
+        Whether the final flow's start is whitened (see ``whiten``).
     base_df_ : float
         Degrees of freedom of the base distribution; ``inf`` for the standard
         normal.
@@ -146,6 +162,13 @@ class CouplingFlow(BaseFlow):
     dequantization_offsets_ : ndarray of shape (n_offsets, n_features)
         Points of the unit cell at which discrete columns are scored (zero on
         the other columns; one row of zeros when no column is discrete).
+    dependent_features_ : ndarray of shape (n_features,), dtype=bool
+        The derived columns (see ``dependent_features``); the flow, its
+        ``masks_`` and the normalization (``mean_``, ``scale_``,
+        ``input_matrix_``) cover the others.
+    dependent_model_ : object or None
+        The derived columns' Gaussian given the others (intercept, coef,
+        scale), None when there are none.
     input_matrix_ : ndarray of shape (n_features, n_features)
         Linear part of the normalizing map: ``diag(1 / scale_)``, times the
         whitening matrix when ``whiten=True``.
@@ -199,10 +222,11 @@ class CouplingFlow(BaseFlow):
         n_layers=8,
         hidden_layer_sizes=(64, 64),
         *,
-        whiten=True,
+        whiten="auto",
         normalization="auto",
         base_distribution="auto",
         discrete_features="auto",
+        dependent_features="model",
         coupling="affine",
         n_bins=8,
         tail_bound=5.0,
@@ -225,6 +249,7 @@ class CouplingFlow(BaseFlow):
         self.normalization = normalization
         self.base_distribution = base_distribution
         self.discrete_features = discrete_features
+        self.dependent_features = dependent_features
         self.coupling = coupling
         self.n_bins = n_bins
         self.tail_bound = tail_bound

@@ -84,7 +84,8 @@ class Start:
     """What an untrained flow is: a normalization and a base distribution.
 
     ``robust`` selects the median / interquartile-range map with a winsorized
-    correlation (:func:`fit_normalizer`); ``shrinkage_factor`` scales the
+    correlation (:func:`fit_normalizer`); ``whiten`` decorrelates the
+    columns after scaling them; ``shrinkage_factor`` scales the
     Ledoit-Wolf shrinkage of the whitening correlation; ``df`` is the base's
     degrees of freedom, ``inf`` for the standard normal.
     """
@@ -92,8 +93,9 @@ class Start:
     robust: bool
     df: float
     shrinkage_factor: float = 1.0
+    whiten: bool = True
 
-    def fit_normalizer(self, X, *, whiten):
+    def fit_normalizer(self, X):
         """This start's normalizer, fitted on rows ``X`` (other rows than it was chosen on).
 
         Unshrunk whitening needs more rows than features: with fewer, the
@@ -102,7 +104,7 @@ class Start:
         factor = self.shrinkage_factor
         if factor == 0 and X.shape[0] <= X.shape[1]:
             factor = min(f for f in SHRINKAGE_FACTORS if f > 0)
-        return fit_normalizer(X, whiten=whiten, robust=self.robust, shrinkage_factor=factor)
+        return fit_normalizer(X, whiten=self.whiten, robust=self.robust, shrinkage_factor=factor)
 
     @property
     def normalization(self):
@@ -198,25 +200,106 @@ def _check_linearly_independent(Z):
     """Raise if a combination of the standardized columns ``Z`` is constant.
 
     The data then lie on a hyperplane, where a whitened density would be a
-    spike. Rows far out in some column are left out (an exact dependence holds
-    on the others too); with no more rows than columns nothing can be told
-    apart from chance, and nothing is checked.
+    spike. See :func:`dependent_columns` for the test.
     """
+    found = _dependences(Z, first_only=True)
+    if found:
+        columns, _ = found[0]
+        raise ValueError(
+            f"the columns of X are linearly dependent: a combination of columns {columns} "
+            "is constant (e.g. a copy or multiple of another column, or one-hot columns that sum "
+            "to 1). Drop one of them, or pass dependent_features='model'."
+        )
+
+
+def dependent_columns(X):
+    """The exact linear dependences among the columns of ``X``, one derived column each.
+
+    Returns a list of ``(columns, derived)``: the columns of a constant linear
+    combination and the one of them taken as derived (the last with a large
+    coefficient), such that the columns left when every derived one is
+    dropped are linearly independent. Empty when there is none.
+
+    The test is on the correlation of the standardized rows, leaving out
+    rows beyond 10 robust standard deviations in some column (an exact
+    dependence holds on the others too, and far outliers would hide it);
+    with no more rows than columns nothing can be told apart from chance,
+    and nothing is reported.
+    """
+    peak = np.max(np.abs(X), axis=0)
+    X_unit = X / np.where(peak > 0, peak, 1.0)
+    # Constant columns are left to the normalizer, which rejects them.
+    varying = np.flatnonzero(X_unit.std(axis=0) > _MIN_RELATIVE_SPREAD)
+    X_unit = X_unit[:, varying]
+    spread = (np.percentile(X_unit, 75, axis=0) - np.percentile(X_unit, 25, axis=0)) / (2 * _NORMAL_QUARTILE)
+    spread = np.where(spread > _MIN_RELATIVE_SPREAD, spread, X_unit.std(axis=0))
+    found = _dependences((X_unit - np.median(X_unit, axis=0)) / spread)
+    return [([int(varying[i]) for i in columns], int(varying[derived])) for columns, derived in found]
+
+
+def _dependences(Z, *, first_only=False):
+    """:func:`dependent_columns` on robustly standardized columns ``Z``."""
     inliers = Z[(np.abs(Z) <= _DEPENDENCE_INLIER).all(axis=1)]
     if inliers.shape[0] <= Z.shape[1]:
         inliers = Z
     if inliers.shape[0] <= Z.shape[1]:
-        return
-    eigenvalues, eigenvectors = np.linalg.eigh(np.corrcoef(inliers, rowvar=False))
-    if eigenvalues[0] > _MIN_CORRELATION_EIGENVALUE:
-        return
-    direction = np.abs(eigenvectors[:, 0])
-    columns = np.flatnonzero(direction > 0.1 * direction.max())
-    raise ValueError(
-        f"the columns of X are linearly dependent: a combination of columns {columns.tolist()} "
-        "is constant (e.g. a copy or multiple of another column, or one-hot columns that sum "
-        "to 1). Drop one of them."
-    )
+        return []
+    found, kept = [], list(range(Z.shape[1]))
+    while len(kept) > 1:
+        eigenvalues, eigenvectors = np.linalg.eigh(np.corrcoef(inliers[:, kept], rowvar=False))
+        if eigenvalues[0] > _MIN_CORRELATION_EIGENVALUE:
+            break
+        direction = np.abs(eigenvectors[:, 0])
+        involved = [kept[i] for i in np.flatnonzero(direction > 0.1 * direction.max())]
+        found.append((involved, involved[-1]))
+        kept.remove(involved[-1])
+        if first_only:
+            break
+    return found
+
+
+# Width of the Gaussian a derived column gets around its linear prediction, in
+# units of the column's standard deviation (LinearResidual).
+DEPENDENT_WIDTH = 1e-3
+
+
+@dataclass(frozen=True, eq=False)
+class LinearResidual:
+    """Derived columns given the others: ``x_D = intercept + x_K @ coef + scale * e``, ``e ~ N(0, I)``.
+
+    ``derived`` is the bool mask of the columns ``D``; ``K`` are the others.
+    The model is fitted by least squares on training rows, and ``scale`` is
+    ``DEPENDENT_WIDTH`` times each derived column's standard deviation: rows
+    on the training rows' hyperplane score a high, finite density there, rows
+    off it a very low one.
+    """
+
+    derived: np.ndarray
+    intercept: np.ndarray
+    coef: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, X, derived):
+        kept = ~derived
+        design = np.c_[np.ones(X.shape[0]), X[:, kept]]
+        solution, *_ = np.linalg.lstsq(design, X[:, derived], rcond=None)
+        return cls(derived.copy(), solution[0], solution[1:], DEPENDENT_WIDTH * X[:, derived].std(axis=0))
+
+    def to_normal(self, X):
+        """Standardized residuals of the derived columns of ``X``, shape (n, n_derived)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (X[:, self.derived] - self.intercept - X[:, ~self.derived] @ self.coef) / self.scale
+
+    def from_normal(self, X_kept, Z):
+        """The derived columns of rows whose other columns are ``X_kept``, from residuals ``Z``."""
+        return self.intercept + X_kept @ self.coef + Z * self.scale
+
+    def log_prob(self, X):
+        """Log-density of the derived columns of ``X`` given the others, per row."""
+        Z = self.to_normal(X)
+        log_prob = -0.5 * (Z * Z).sum(axis=1) - Z.shape[1] * 0.5 * math.log(2.0 * math.pi)
+        return np.where(np.isfinite(log_prob), log_prob, -np.inf) - np.sum(np.log(self.scale))
 
 
 def choose_start(X_train, X_val, *, whiten, normalization="auto", base_distribution="auto"):
@@ -252,7 +335,7 @@ def choose_start(X_train, X_val, *, whiten, normalization="auto", base_distribut
             for df in df_choices:
                 score = float(base_log_prob(Z_val, df).mean()) + normalizer.log_det
                 score = score if np.isfinite(score) else -np.inf
-                entry = (score, Start(robust, df, factor), normalizer)
+                entry = (score, Start(robust, df, factor, whiten), normalizer)
                 if best[1] is None or score > best[0]:
                     best = entry
                 if not robust and math.isinf(df) and (gaussian[1] is None or score > gaussian[0]):

@@ -167,7 +167,7 @@ class StructureSearchFlow(BaseFlow):
         settings (``pick``, ``race_margin``, ``n_finalists``) are not part of
         it: fitting again with other values reuses the incumbent and the
         evolution, and only runs the race and the final training again.
-    whiten, normalization, base_distribution, discrete_features, coupling, \
+    whiten, normalization, base_distribution, discrete_features, dependent_features, coupling, \
 n_bins, tail_bound, actnorm, max_log_scale, max_epochs, batch_size, learning_rate, weight_decay, \
 validation_fraction, n_iter_no_change
         As in :class:`CouplingFlow`; they apply to every training of the
@@ -225,7 +225,8 @@ validation_fraction, n_iter_no_change
     n_generations_ : int
         Generations run after the initial one.
     flow_, mean_, scale_, input_matrix_, input_log_det_, normalization_, \
-base_df_, discrete_features_, dequantization_offsets_, loss_curve_, \
+whiten_, base_df_, discrete_features_, dequantization_offsets_, dependent_features_, \
+dependent_model_, loss_curve_, \
 validation_scores_, best_validation_score_, best_epoch_, n_epochs_, \
 n_parameters_, device_, n_features_in_, feature_names_in_
         Of the final flow, as in :class:`CouplingFlow`. Every candidate of
@@ -276,10 +277,11 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         n_candidates_per_batch="auto",
         callback=None,
         checkpoint=None,
-        whiten=True,
+        whiten="auto",
         normalization="auto",
         base_distribution="auto",
         discrete_features="auto",
+        dependent_features="model",
         coupling="affine",
         n_bins=8,
         tail_bound=5.0,
@@ -321,6 +323,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.normalization = normalization
         self.base_distribution = base_distribution
         self.discrete_features = discrete_features
+        self.dependent_features = dependent_features
         self.coupling = coupling
         self.n_bins = n_bins
         self.tail_bound = tail_bound
@@ -407,7 +410,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         search_rng = np.random.default_rng(seed)
         X_fit, X_rank, X_race = self._split_selection(X_train, search_rng)
         try:
-            normalizer = start.fit_normalizer(X_fit, whiten=self.whiten)
+            normalizer = start.fit_normalizer(X_fit)
         except ValueError as exc:
             raise ValueError(
                 f"on the {len(X_fit)} rows that train the search's candidates (the training rows "

@@ -773,6 +773,14 @@ def _add_estimator_option(parser, name):
     if name == "hidden_layer_sizes":
         parser.add_argument(flag, dest=name, type=int, nargs="+", default=list(default),
                             metavar="WIDTH", help=help_text)
+    elif len(constraints) == 2 and "boolean" in constraints and any(isinstance(c, StrOptions) for c in constraints):
+        # A bool or a word, e.g. whiten=True/False/"auto": --whiten {yes,no,auto}, and --no-whiten
+        # (kept from when it was a bool, out of the help).
+        words = sorted(next(c for c in constraints if isinstance(c, StrOptions)).options)
+        parser.add_argument(flag, dest=name, type=_bool_or_word, choices=[True, False, *words],
+                            metavar="{yes,no," + ",".join(words) + "}", default=default, help=help_text)
+        parser.add_argument("--no-" + flag[2:], dest=name, action="store_const", const=False,
+                            help=argparse.SUPPRESS)
     elif isinstance(default, bool):
         action = parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                      default=default, help=help_text)
@@ -791,6 +799,11 @@ def _add_estimator_option(parser, name):
     else:
         kind = _finite_float if isinstance(default, float) else type(default)
         parser.add_argument(flag, dest=name, type=kind, default=default, help=help_text)
+
+
+def _bool_or_word(text):
+    """argparse type of a bool-or-word option: ``yes``/``no`` are True/False, other words stay."""
+    return {"yes": True, "no": False}.get(text, text)
 
 
 def _discrete_features(text):
@@ -909,6 +922,8 @@ class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return f"{action.help} (default: {chosen})"
         if action.default is None or action.nargs == 0:
             return action.help
+        if isinstance(action.default, bool) and action.choices and True in action.choices:
+            return f"{action.help} (default: {'yes' if action.default else 'no'})"
         return super()._get_help_string(action)
 
 

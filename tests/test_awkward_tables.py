@@ -248,7 +248,7 @@ def test_unshrunk_start_refitted_on_fewer_rows_than_features_is_shrunk():
     # The search refits the chosen start on its own (fewer) rows.
     start = Start(robust=False, df=math.inf, shrinkage_factor=0.0)
     X = np.random.RandomState(0).normal(size=(8, 10))
-    refitted = start.fit_normalizer(X, whiten=True)
+    refitted = start.fit_normalizer(X)
     expected = fit_normalizer(X, whiten=True, shrinkage_factor=min(f for f in SHRINKAGE_FACTORS if f > 0))
     np.testing.assert_array_equal(refitted.matrix, expected.matrix)
 

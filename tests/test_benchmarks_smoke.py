@@ -1,6 +1,7 @@
 """Smoke tests of the benchmark scripts: each ``main(["--quick"])`` runs and prints its tables."""
 
 import re
+import warnings
 
 import numpy as np
 
@@ -183,10 +184,17 @@ def test_drop_linearly_dependent_columns():
     X = np.column_stack([A, A.mean(axis=1), B, 2.0 * B - 1.0])
     kept = drop_linearly_dependent_columns(X)
     np.testing.assert_array_equal(kept, X[:, [0, 1, 2, 4]])
-    # What the estimators reject, the preparation removes.
+    # The estimators model such columns as derived (with a warning) or refuse
+    # them; the density benchmarks remove them (a density on a hyperplane is
+    # not comparable with one that is not).
     with pytest.raises(ValueError, match="linearly dependent"):
-        CouplingFlow(max_epochs=1).fit(X)
-    CouplingFlow(max_epochs=1, random_state=0).fit(kept)
+        CouplingFlow(max_epochs=1, dependent_features="raise").fit(X)
+    with pytest.warns(UserWarning, match="linearly dependent"):
+        derived = CouplingFlow(max_epochs=1, random_state=0).fit(X).dependent_features_
+    assert derived.sum() == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert not CouplingFlow(max_epochs=1, random_state=0).fit(kept).dependent_features_.any()
 
 
 def test_bench_csv_quick(capsys):

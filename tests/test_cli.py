@@ -103,7 +103,7 @@ def test_search_csv_with_header(fitted, data, capsys):
     assert model.n_features_in_ == 3
     assert model.get_params()["n_layers"] == 2
     assert model.get_params()["hidden_layer_sizes"] == (4,)
-    assert model.get_params()["whiten"] is True  # the default
+    assert model.get_params()["whiten"] == "auto"  # the default
     assert not np.allclose(model.input_matrix_, np.diag(np.diag(model.input_matrix_)))
     scores = model.score_samples(data)
     assert scores.shape == (60,) and np.all(np.isfinite(scores))
@@ -209,7 +209,9 @@ def test_search_option_defaults_are_the_estimator_defaults(capsys):
     parser = _build_parser()
     args = parser.parse_args(["search"])
     subcommands, = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    actions = {action.dest: action for action in subcommands.choices["search"]._actions}
+    # Hidden aliases (--no-whiten) excepted.
+    actions = {action.dest: action for action in subcommands.choices["search"]._actions
+               if action.help != argparse.SUPPRESS}
     entries = _search_help(capsys)
     docs = _undecorated_docs()
     assert {"fitness_budget", "pick", "whiten", "validation_fraction"} <= set(_SEARCH_OPTIONS)
@@ -248,7 +250,7 @@ def test_search_option_defaults_follow_the_estimator(monkeypatch, capsys):
     entries = _search_help(capsys)
     assert entries["--population-size"].endswith("(default: 5)")
     assert entries["--pick"].endswith("(default: smallest)")
-    assert entries["--whiten"].endswith("(default: --no-whiten)")
+    assert entries["--whiten"].endswith("(default: no)")
     assert entries["--fitness-budget"].endswith("(default: 0.25)")
 
 

@@ -23,7 +23,7 @@ SEARCH_ATTRIBUTES = (
     "evaluated_scores_",
     "fitness_steps_", "n_generations_",
     "mean_", "scale_", "input_matrix_", "input_log_det_", "normalization_", "base_df_",
-    "discrete_features_", "dequantization_offsets_", "loss_curve_",
+    "discrete_features_", "dequantization_offsets_", "dependent_features_", "dependent_model_", "loss_curve_",
     "validation_scores_", "best_validation_score_", "best_epoch_", "n_epochs_",
     "n_parameters_", "device_", "n_features_in_",
 )

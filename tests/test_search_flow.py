@@ -377,7 +377,7 @@ def test_normalizer_is_fitted_on_the_training_rows(search, X):
     # (to rounding: the rows come in another order)
     np.testing.assert_allclose(search.mean_, normalizer.mean, rtol=1e-12)
     np.testing.assert_allclose(search.input_matrix_, normalizer.matrix, rtol=1e-10, atol=1e-12)
-    other = fit_normalizer(X, whiten=search.whiten, robust=search.normalization_ == "robust")
+    other = fit_normalizer(X, whiten=search.whiten_, robust=search.normalization_ == "robust")
     assert not np.allclose(search.mean_, other.mean, rtol=1e-6, atol=0)
 
 
