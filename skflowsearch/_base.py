@@ -175,10 +175,9 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         kept = np.flatnonzero(~derived)
         # The columns each derived one depends on: its non-negligible coefficients.
         weight = np.abs(model.coef) * X_train[:, kept].std(axis=0)[:, None]
-        described = "; ".join(
-            f"column {j} is a linear function of columns {kept[weight[:, i] > 1e-6 * weight[:, i].max()].tolist()}"
-            for i, j in enumerate(np.flatnonzero(derived))
-        )
+        relations = [(j, kept[weight[:, i] > 1e-6 * weight[:, i].max()].tolist())
+                     for i, j in enumerate(np.flatnonzero(derived))]
+        described = "; ".join(f"column {j} is a linear function of columns {on}" for j, on in relations)
         if self.dependent_features == "raise":
             raise ValueError(
                 f"the columns of X are linearly dependent: {described} (a copy, a sum or a "
@@ -538,7 +537,9 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """
         latent = self._validated(X)
         Z = _normal_to_base(latent[:, ~self.dependent_features_], self.base_df_)
-        X_modeled = self._denormalize(self._in_chunks(lambda rows: self.flow_.inverse(rows)[0][0], Z, Z.shape[1:]))
+        X_modeled = self._denormalize(
+            self._in_chunks(lambda rows: self.flow_.inverse(rows)[0][0], Z, Z.shape[1:])
+        )
         return self._with_derived(X_modeled, latent[:, self.dependent_features_])
 
     def _in_chunks(self, function, Z, per_row_shape=()):

@@ -15,6 +15,11 @@ Each one implements:
     elementwise log-derivative, both of ``x``'s shape (the inverse returns
     the log-derivative of the inverse map).
 
+``exact_at_zero``
+    Whether zero parameters give the identity exactly, not only up to
+    rounding; where not, the coupling layer passes its conditioning
+    features through itself (``torch.where``, a few percent of a step).
+
 All parameters zero must give the identity map (up to rounding), so that an
 untrained flow, whose conditioners' output layers start at zero, is exactly
 its base distribution. A third bijection is one more class here and one more
@@ -43,6 +48,7 @@ class Affine:
     max_log_scale: float = 3.0
 
     n_params = 2
+    exact_at_zero = True  # x exp(0) + 0 is x, and the log-scale 0
 
     def _split(self, params):
         return soft_clamp(params[..., 0, :], self.max_log_scale), params[..., 1, :]
@@ -83,6 +89,8 @@ class RationalQuadraticSpline:
     min_bin_width: float = 1e-3
     min_bin_height: float = 1e-3
     min_derivative: float = 1e-3
+
+    exact_at_zero = False  # the knots of equal bins are sums, rounded
 
     @property
     def n_params(self):

@@ -7,11 +7,11 @@ from ._masks import MASK_GENERATORS, check_hidden_layer_sizes, make_masks
 
 
 class CouplingFlow(BaseFlow):
-    """Coupling normalizing flow (RealNVP or neural spline) with fixed masks.
+    """Coupling normalizing flow (neural spline or RealNVP) with fixed masks.
 
     The data are standardized (and, by default, whitened) with statistics of
-    the training data; a stack of masked coupling layers (affine or
-    rational-quadratic spline) then maps them
+    the training data; a stack of masked coupling layers (rational-quadratic
+    spline or affine) then maps them
     to the base distribution, a standard normal or a heavy-tailed Student t.
     The untrained flow (the normalization and the base, chosen on the
     validation rows) is never below the maximum-likelihood Gaussian there,
@@ -84,14 +84,18 @@ class CouplingFlow(BaseFlow):
         off the training rows' hyperplane then score very low (right for
         outlier detection), and ``fit`` warns, naming the columns.
         ``"raise"`` raises ``ValueError`` instead.
-    coupling : {"affine", "spline"}, default="affine"
+    coupling : {"spline", "affine"}, default="spline"
         The map each coupling applies to its transformed features, given the
-        conditioning ones: ``"affine"`` scales and shifts (RealNVP);
-        ``"spline"`` is a monotone rational-quadratic spline of ``n_bins``
-        bins over an interval of half-width ``tail_bound`` around 0, and the
-        identity outside it (Durkan et al., 2019, "Neural Spline Flows"):
-        far more flexible per layer, with ``(3 n_bins - 1) / 2`` times the
-        conditioner's output weights.
+        conditioning ones: ``"spline"`` is a monotone rational-quadratic
+        spline of ``n_bins`` bins over an interval of half-width
+        ``tail_bound`` around 0, and the identity outside it (Durkan et al.,
+        2019, "Neural Spline Flows"); ``"affine"`` scales and shifts
+        (RealNVP). Splines are far more flexible per layer, with
+        ``(3 n_bins - 1) / 2`` times the conditioner's output weights; on
+        the package's benchmark they scored higher held out on 5 of 9 real
+        tables (by 0.4 to 12 nats per row) and lower on the two smallest
+        clinical ones (by 0.5 and 2.6), at 2 to 4 times the training time
+        (see the user guide).
     n_bins : int, default=8
         Bins of each spline (``coupling="spline"`` only).
     tail_bound : float, default=5.0
@@ -227,7 +231,7 @@ class CouplingFlow(BaseFlow):
         base_distribution="auto",
         discrete_features="auto",
         dependent_features="model",
-        coupling="affine",
+        coupling="spline",
         n_bins=8,
         tail_bound=5.0,
         actnorm=True,

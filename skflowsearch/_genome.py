@@ -86,7 +86,8 @@ def n_parameters(genome, config, width_choices):
     Counted by the flow itself (``CouplingFlowStack.n_live_parameters``),
     built at the genome's real depth and width.
     """
-    real = replace(config, hidden_layer_sizes=hidden_sizes(config.hidden_layer_sizes, width_choices, genome.width))
+    hidden = hidden_sizes(config.hidden_layer_sizes, width_choices, genome.width)
+    real = replace(config, hidden_layer_sizes=hidden)
     return int(real.build(genome.real_masks()[None], [0]).n_live_parameters()[0])
 
 

@@ -206,16 +206,20 @@ class CouplingFlowStack(nn.Module):
         """
         for weight, bias in zip(weights[:-1], biases[:-1]):
             h = torch.sigmoid(torch.baddbmm(bias, h, weight))
-        return torch.baddbmm(biases[-1], h, weights[-1]).unflatten(-1, (self.bijection.n_params, self.n_features))
+        params = torch.baddbmm(biases[-1], h, weights[-1])
+        return params.unflatten(-1, (self.bijection.n_params, self.n_features))
 
     def _couple(self, x, weights, biases, unchanged, *, inverse):
         """One coupling: the bijection on the transformed features; returns ``(y, log_det)``.
 
-        The features in ``unchanged`` pass through exactly (zero parameters
-        are the identity only up to rounding for some bijections).
+        The features in ``unchanged`` pass through exactly: their parameters
+        are zero, which some bijections map to the identity only up to
+        rounding, and for those the layer passes them through itself.
         """
         params = self._conditioner(x, weights, biases)
         y, log_det = (self.bijection.inverse if inverse else self.bijection.forward)(x, params)
+        if self.bijection.exact_at_zero:
+            return y, log_det.sum(-1)
         return torch.where(unchanged, x, y), torch.where(unchanged, 0.0, log_det).sum(-1)
 
     def _broadcast(self, x):

@@ -208,7 +208,7 @@ def _check_linearly_independent(Z):
         raise ValueError(
             f"the columns of X are linearly dependent: a combination of columns {columns} "
             "is constant (e.g. a copy or multiple of another column, or one-hot columns that sum "
-            "to 1). Drop one of them, or pass dependent_features='model'."
+            "to 1). Drop one of them."
         )
 
 
@@ -231,7 +231,8 @@ def dependent_columns(X):
     # Constant columns are left to the normalizer, which rejects them.
     varying = np.flatnonzero(X_unit.std(axis=0) > _MIN_RELATIVE_SPREAD)
     X_unit = X_unit[:, varying]
-    spread = (np.percentile(X_unit, 75, axis=0) - np.percentile(X_unit, 25, axis=0)) / (2 * _NORMAL_QUARTILE)
+    lower, upper = np.percentile(X_unit, [25, 75], axis=0)
+    spread = (upper - lower) / (2 * _NORMAL_QUARTILE)
     spread = np.where(spread > _MIN_RELATIVE_SPREAD, spread, X_unit.std(axis=0))
     found = _dependences((X_unit - np.median(X_unit, axis=0)) / spread)
     return [([int(varying[i]) for i in columns], int(varying[derived])) for columns, derived in found]
@@ -284,7 +285,8 @@ class LinearResidual:
         kept = ~derived
         design = np.c_[np.ones(X.shape[0]), X[:, kept]]
         solution, *_ = np.linalg.lstsq(design, X[:, derived], rcond=None)
-        return cls(derived.copy(), solution[0], solution[1:], DEPENDENT_WIDTH * X[:, derived].std(axis=0))
+        width = DEPENDENT_WIDTH * X[:, derived].std(axis=0)
+        return cls(derived.copy(), solution[0], solution[1:], width)
 
     def to_normal(self, X):
         """Standardized residuals of the derived columns of ``X``, shape (n, n_derived)."""

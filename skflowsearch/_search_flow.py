@@ -282,7 +282,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         base_distribution="auto",
         discrete_features="auto",
         dependent_features="model",
-        coupling="affine",
+        coupling="spline",
         n_bins=8,
         tail_bound=5.0,
         actnorm=True,

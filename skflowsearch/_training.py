@@ -202,7 +202,8 @@ def fit_flows(masks, X_train, X_val, *, seeds, batch_seed, config, device, epoch
     TrainingResult
     """
     module = config.build(masks, seeds, layer_active=layer_active, hidden_widths=hidden_widths)
-    kwargs = dict(config=config, batch_seed=batch_seed, device=device, epoch_callback=epoch_callback, **budget)
+    kwargs = dict(config=config, batch_seed=batch_seed, device=device, epoch_callback=epoch_callback,
+                  **budget)
     if torch.device(device).type == "cpu":
         with torch_threads(CPU_THREADS):
             return train_flows(module, X_train, X_val, **kwargs)

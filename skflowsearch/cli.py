@@ -508,7 +508,7 @@ def _run_search(args):
     if args.compare:
         models.append(("alternating", CouplingFlow(
             masks="alternating",
-            **{name: settings[name] for name in _SHARED_OPTIONS},
+            **{name: settings[name] for name in _shared_options()},
             device=args.device,
             random_state=args.random_state,
         )))
@@ -680,19 +680,21 @@ def _run_transform(args):
 # --- argument parsing --------------------------------------------------------------
 
 # StructureSearchFlow parameters offered as options of ``search``; their
-# defaults and help come from the estimator itself.
+# defaults, help and choices come from the estimator itself.
 _SEARCH_OPTIONS = (
     "n_layers", "hidden_layer_sizes", "population_size", "n_offspring", "n_generations",
     "fitness_budget", "max_epochs", "size_penalty", "pick", "race_margin", "whiten",
     "learning_rate", "max_log_scale", "validation_fraction", "selection_fraction", "n_jobs",
-    "normalization", "base_distribution", "discrete_features", "coupling", "n_bins", "tail_bound",
-)
-# The ones the --compare CouplingFlow shares.
-_SHARED_OPTIONS = (
-    "n_layers", "hidden_layer_sizes", "max_epochs", "whiten", "learning_rate", "max_log_scale",
-    "validation_fraction", "normalization", "base_distribution", "discrete_features", "coupling",
+    "normalization", "base_distribution", "discrete_features", "dependent_features", "coupling",
     "n_bins", "tail_bound",
 )
+
+
+def _shared_options():
+    """The options the --compare CouplingFlow shares: those that are its parameters too."""
+    from . import CouplingFlow
+
+    return tuple(name for name in _SEARCH_OPTIONS if name in CouplingFlow().get_params())
 
 
 def _option_flag(name):
@@ -773,7 +775,8 @@ def _add_estimator_option(parser, name):
     if name == "hidden_layer_sizes":
         parser.add_argument(flag, dest=name, type=int, nargs="+", default=list(default),
                             metavar="WIDTH", help=help_text)
-    elif len(constraints) == 2 and "boolean" in constraints and any(isinstance(c, StrOptions) for c in constraints):
+    elif (len(constraints) == 2 and "boolean" in constraints
+          and any(isinstance(c, StrOptions) for c in constraints)):
         # A bool or a word, e.g. whiten=True/False/"auto": --whiten {yes,no,auto}, and --no-whiten
         # (kept from when it was a bool, out of the help).
         words = sorted(next(c for c in constraints if isinstance(c, StrOptions)).options)

@@ -102,7 +102,9 @@ def test_integer_columns_are_dequantized_and_score_a_lower_bound(discrete_flow):
 
 def test_dequantized_scores_are_deterministic_and_batch_independent(discrete_flow):
     flow, X, X_test = discrete_flow
-    np.testing.assert_array_equal(flow.score_samples(X_test[:7]), flow.score_samples(X_test)[:7])
+    np.testing.assert_array_equal(flow.score_samples(X_test), flow.score_samples(X_test))
+    # The same to rounding whatever the batch (matrix kernels may differ with its size).
+    np.testing.assert_allclose(flow.score_samples(X_test[:7]), flow.score_samples(X_test)[:7], rtol=1e-13)
     offsets = flow.dequantization_offsets_
     assert offsets.shape == (8, 3)
     np.testing.assert_array_equal(offsets[:, 2], 0.0)  # the continuous column is not moved

@@ -89,7 +89,7 @@ def test_bench_quality_quick(capsys):
     assert bench_quality.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert _tables(out) == 4  # quality, paired differences, fit times, peak RSS
-    for name in ("| iris | 150x4 |", "| wine | 178x13 |", "StructureSearchFlow", "flow spline",
+    for name in ("| iris | 150x4 |", "| wine | 178x13 |", "StructureSearchFlow affine", "flow spline",
                  "StructureSearchFlow spline", "flow - best classical", "peak RSS during fit MB"):
         assert name in out
 
@@ -101,13 +101,16 @@ def test_bench_quality_models_quick(capsys):
     assert _tables(out) == 3  # quality, paired differences, fit times
     assert "flow random" not in out and "StructureSearchFlow" not in out and "wall s" not in out
     assert "n_parameters_ flow spline" in out
-    paired = re.findall(r"^\| iris \| ([^|]+) \| 1 \| ([^|]+) \| ([^|]+) \|$", out, flags=re.MULTILINE)
-    labels = [row[0] for row in paired]
+    paired = re.findall(r"^\| iris \| ([^|]+) \| 1 \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", out,
+                        flags=re.MULTILINE)
+    labels = [row[0].strip() for row in paired]
+    # Each flow against the best classical model, zuko and the affine alternating flow (not itself).
+    assert [row[3].strip() == "-" for row in paired][:2] == [True, False]
     if "zuko NSF" in out.split("### Paired")[0]:
-        assert labels == ["flow alternating", "flow spline", "zuko NSF"]
+        assert labels == ["flow affine alternating", "flow spline", "zuko NSF"]
         assert paired[-1][2].strip() == "-" and all(row[2].strip() != "-" for row in paired[:-1])
     else:  # zuko, a benchmark-only dependency, is not installed
-        assert labels == ["flow alternating", "flow spline"]
+        assert labels == ["flow affine alternating", "flow spline"]
         assert "zuko is not installed" in out
 
 

@@ -136,3 +136,16 @@ def test_two_dimensional_spline_flow_density_integrates_to_one():
     density = np.exp(flow.score_samples(np.c_[xx.ravel(), yy.ravel()]))
     total = density.sum() * (grid[1] - grid[0]) ** 2
     assert total == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("bijection", ALL, ids=["affine", "spline"])
+def test_exact_at_zero_is_what_the_bijection_does(bijection):
+    # Where a bijection claims an exact identity at zero, the coupling layer
+    # relies on it to pass the conditioning features through.
+    x = torch.randn(500, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    params = torch.zeros(500, bijection.n_params, 4, dtype=torch.float64)
+    for direction in (bijection.forward, bijection.inverse):
+        y, log_det = direction(x, params)
+        exact = bool(torch.equal(y, x) and torch.all(log_det == 0))
+        if bijection.exact_at_zero:
+            assert exact

@@ -13,7 +13,7 @@ from sklearn.mixture import GaussianMixture
 
 from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow
 from skflowsearch.cli import (
-    _SEARCH_OPTIONS, _SHARED_OPTIONS, _build_parser, _cli_spelling, _read_csv_cells, main, read_csv,
+    _SEARCH_OPTIONS, _build_parser, _shared_options, _cli_spelling, _read_csv_cells, main, read_csv,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -266,7 +266,7 @@ def test_start_and_discrete_options_reach_both_estimators():
     args = _build_parser().parse_args(["search", "--normalization", "robust", "--base-distribution", "normal",
                                        "--discrete-features", "0,2"])
     assert (args.normalization, args.base_distribution, args.discrete_features) == ("robust", "normal", [0, 2])
-    assert {"normalization", "base_distribution", "discrete_features"} <= set(_SHARED_OPTIONS)
+    assert {"normalization", "base_distribution", "discrete_features"} <= set(_shared_options())
     for text, value in [("auto", "auto"), ("none", False), ("all", True), ("3", [3])]:
         assert _build_parser().parse_args(["search", "--discrete-features", text]).discrete_features == value
 
@@ -355,7 +355,7 @@ def test_compare_adds_the_alternating_row(tmp_path, data, capsys, monkeypatch):
     for name, value in flow.get_params().items():
         if name not in ("masks", "verbose"):
             assert value == search_params[name], name
-    assert set(_SHARED_OPTIONS) <= set(flow.get_params())
+    assert set(_shared_options()) <= set(flow.get_params())
     assert X_flow.shape == (48, 3)  # the training rows, as for the search
     assert rows["alternating"][1] == flow.n_parameters_
     assert rows["searched"][1] == model.n_parameters_

@@ -369,12 +369,15 @@ def test_divergence_guard(X, learning_rate, must_diverge):
 def test_verbose_prints_epochs(X, capsys):
     flow = CouplingFlow(**{**SMALL, "verbose": 1}).fit(X)
     out = capsys.readouterr().out
-    # One block per final training (the chosen start, and the Gaussian one
-    # when that differs); the kept flow's block has one line per epoch.
+    # One block per final training (the chosen whitened start, the whitened
+    # Gaussian one when that differs, and the best one without whitening);
+    # the kept flow's block has one line per epoch.
     blocks = re.split(r"^\[CouplingFlow\] training from ", out, flags=re.M)[1:]
-    assert 1 <= len(blocks) <= 2 and blocks[-1].startswith("the standard normalization with a normal base")
+    assert 2 <= len(blocks) <= 3 and blocks[0].startswith("the ") and "(whitened)" in blocks[0]
+    assert "(not whitened)" in blocks[-1]
     base = "a normal base" if np.isinf(flow.base_df_) else f"a Student t base (df={flow.base_df_:g})"
-    kept, = (b for b in blocks if b.startswith(f"the {flow.normalization_} normalization with {base}"))
+    whitened = "whitened" if flow.whiten_ else "not whitened"
+    kept, = (b for b in blocks if b.startswith(f"the {flow.normalization_} normalization ({whitened}) with {base}"))
     lines = [line for line in kept.splitlines() if "epoch" in line]
     assert len(lines) == flow.n_epochs_
     assert lines[0].startswith("[CouplingFlow] epoch    1")
@@ -419,7 +422,7 @@ def test_n_parameters_hand_count(X):
     hand_a = (1 * h + h + 2 * 2 * (h + 1)) + (2 * h + h + 2 * 1 * (h + 1)) + 2 * 2 * 3
     hand_b = (2 * h + h + 2 * 1 * (h + 1)) + (2 * h + h + 2 * 1 * (h + 1)) + 2 * 2 * 3
     assert (hand_a, hand_b) == (62, 56)
-    kwargs = dict(hidden_layer_sizes=(h,), max_epochs=1, random_state=0)
+    kwargs = dict(hidden_layer_sizes=(h,), max_epochs=1, random_state=0, coupling="affine")
     a = CouplingFlow(masks=masks_a, **kwargs).fit(X)
     b = CouplingFlow(masks=masks_b, **kwargs).fit(X)
     assert (a.n_parameters_, b.n_parameters_) == (hand_a, hand_b)
@@ -435,7 +438,10 @@ def test_n_parameters_hand_count(X):
 def test_n_parameters_counts_the_live_parameters(X, hidden):
     # Parameters whose gradient of the log-likelihood is not identically zero.
     masks = np.array([[True, False, False], [False, True, True], [True, False, True]])
-    flow = CouplingFlow(masks=masks, hidden_layer_sizes=hidden, max_epochs=2, random_state=0).fit(X)
+    # Affine: every output weight then gets a gradient from any rows (a spline's
+    # derivative at a knot only from rows in its two bins; see test_genome).
+    flow = CouplingFlow(masks=masks, hidden_layer_sizes=hidden, max_epochs=2, random_state=0,
+                        coupling="affine").fit(X)
     module = flow.flow_
     with torch.no_grad():
         for parameter in module.parameters():  # make every live weight matter

@@ -331,11 +331,12 @@ def _check_on_cuda_and_like_its_cpu_copy(estimator):
 
 
 @cuda
-def test_coupling_flow_on_cuda():
-    flow = _quiet_fit(CouplingFlow(**FLOW, device="cuda"), X)
+@pytest.mark.parametrize("coupling", ["affine", "spline"])
+def test_coupling_flow_on_cuda(coupling):
+    flow = _quiet_fit(CouplingFlow(**FLOW, coupling=coupling, device="cuda"), X)
     _check_on_cuda_and_like_its_cpu_copy(flow)
     # Trained on the GPU in float32, it lands near the CPU fit of the same seed.
-    on_cpu = _quiet_fit(CouplingFlow(**FLOW, device="cpu"), X)
+    on_cpu = _quiet_fit(CouplingFlow(**FLOW, coupling=coupling, device="cpu"), X)
     assert abs(on_cpu.score(X) - flow.score(X)) < 0.2
 
 

@@ -22,7 +22,7 @@ SEARCH_ATTRIBUTES = (
     "evaluated_masks_", "evaluated_layers_", "evaluated_hidden_layer_sizes_", "evaluated_n_parameters_",
     "evaluated_scores_",
     "fitness_steps_", "n_generations_",
-    "mean_", "scale_", "input_matrix_", "input_log_det_", "normalization_", "base_df_",
+    "mean_", "scale_", "input_matrix_", "input_log_det_", "normalization_", "whiten_", "base_df_",
     "discrete_features_", "dequantization_offsets_", "dependent_features_", "dependent_model_", "loss_curve_",
     "validation_scores_", "best_validation_score_", "best_epoch_", "n_epochs_",
     "n_parameters_", "device_", "n_features_in_",

@@ -38,7 +38,7 @@ def spline_flow(X):
 
 def test_the_fitted_flow_is_a_spline_flow_of_the_given_settings(spline_flow, X):
     assert spline_flow.flow_.bijection == RationalQuadraticSpline(n_bins=6, tail_bound=4.0)
-    affine = CouplingFlow(**TINY).fit(X)
+    affine = CouplingFlow(coupling="affine", **TINY).fit(X)
     assert affine.flow_.bijection == Affine(max_log_scale=3.0)
     # The conditioner writes 3 n_bins - 1 = 17 numbers per transformed feature, not 2.
     assert spline_flow.n_parameters_ > affine.n_parameters_
@@ -72,7 +72,7 @@ def test_spline_flow_pickles_and_scores_the_same(spline_flow, X):
 
 
 def test_a_flow_pickled_before_the_bijection_was_pluggable_loads_as_affine(X):
-    flow = CouplingFlow(max_log_scale=2.5, **TINY).fit(X)
+    flow = CouplingFlow(coupling="affine", max_log_scale=2.5, **TINY).fit(X)
     old = copy.deepcopy(flow)
     del old.flow_.__dict__["bijection"]  # what such a module held instead
     old.flow_.max_log_scale = 2.5
@@ -94,7 +94,7 @@ def test_search_trains_spline_candidates(X):
     assert search.flow_.bijection == RationalQuadraticSpline(n_bins=4)
     assert np.isfinite(search.evaluated_scores_).all()
     # Every recorded size is a spline flow's, so larger than the affine flow of those sizes.
-    affine = StructureSearchFlow(**TINY, **SEARCH).fit(X)
+    affine = StructureSearchFlow(coupling="affine", **TINY, **SEARCH).fit(X)
     assert search.evaluated_n_parameters_[0] > affine.evaluated_n_parameters_[0]
     assert np.isfinite(search.score(X))
 
