@@ -16,7 +16,8 @@ for a random ranking).
 
 * ``FlowOutlierDetector`` around ``StructureSearchFlow`` and around
   ``CouplingFlow(masks="alternating")`` (the flows standardize and whiten
-  internally);
+  internally), and around the latter with ``n_components=1`` (``flow_one``:
+  no Gaussian-mixture base among its starts);
 * ``FlowOutlierDetector`` around a ``GaussianMixture`` (full covariance,
   1 to 8 components chosen by BIC on the training rows), after a
   ``StandardScaler``;
@@ -56,11 +57,12 @@ from benchmarks.bench_quality import budgets  # noqa: E402 (the same flow and se
 from benchmarks.datasets_extra import OUTLIER_DATASETS, keel_available, load_outlier_table  # noqa: E402
 from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow  # noqa: E402
 
-DETECTORS = ("search", "flow", "gmm", "iforest", "lof")
+DETECTORS = ("search", "flow", "flow_one", "gmm", "iforest", "lof")
 # The three density models are wrapped in FlowOutlierDetector.
 LABELS = {
     "search": "StructureSearchFlow",
     "flow": "CouplingFlow alternating",
+    "flow_one": "CouplingFlow, one-Gaussian start",
     "gmm": "GMM (BIC)",
     "iforest": "IsolationForest",
     "lof": "LOF (novelty)",
@@ -92,6 +94,8 @@ def make_detector(name, seed, budget):
         return FlowOutlierDetector(StructureSearchFlow(**flow, **budget["search"]))
     if name == "flow":
         return FlowOutlierDetector(CouplingFlow(masks="alternating", **flow))
+    if name == "flow_one":
+        return FlowOutlierDetector(CouplingFlow(masks="alternating", n_components=1, **flow))
     if name == "gmm":
         return make_pipeline(StandardScaler(), FlowOutlierDetector(BICGaussianMixture(random_state=seed)))
     if name == "iforest":

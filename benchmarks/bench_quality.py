@@ -31,7 +31,10 @@ and, for seed 0, with ``classical_baselines.py``.
 * ``CouplingFlow`` with affine couplings and alternating / random masks
   (``flow_alternating``, ``flow_random``), ``CouplingFlow(masks="alternating",
   coupling="spline")`` (``flow_spline``: rational-quadratic splines, the
-  defaults ``n_bins=8``, ``tail_bound=5.0``), ``StructureSearchFlow``
+  defaults ``n_bins=8``, ``tail_bound=5.0``, and the default base, which may
+  be a Gaussian mixture; ``flow_spline_one``: the same with ``n_components=1``,
+  the start of one Gaussian or Student t; ``flow_spline_ensemble``: the
+  default with ``n_estimators=3``), ``StructureSearchFlow``
   (``search``) and ``StructureSearchFlow(coupling="spline")``
   (``search_spline``): fitted on train + validation with
   ``validation_fraction=0.2`` (they hold out their own early-stopping rows,
@@ -111,8 +114,8 @@ from benchmarks.classical_baselines import split_standardize  # noqa: E402
 from benchmarks.datasets_extra import KEEL_DATASETS, keel_available, load_table  # noqa: E402
 from skflowsearch.datasets import DATASETS  # noqa: E402
 
-MODELS = ("gaussian", "gmm", "kde", "flow_alternating", "flow_random", "flow_spline", "search",
-          "search_spline", "zuko_nsf")
+MODELS = ("gaussian", "gmm", "kde", "flow_alternating", "flow_random", "flow_spline", "flow_spline_one",
+          "flow_spline_ensemble", "search", "search_spline", "zuko_nsf")
 MODEL_LABELS = {
     "gaussian": "Gaussian",
     "gmm": "tuned GMM",
@@ -120,12 +123,15 @@ MODEL_LABELS = {
     "flow_alternating": "flow affine alternating",
     "flow_random": "flow affine random",
     "flow_spline": "flow spline",
+    "flow_spline_one": "flow spline, one-Gaussian start",
+    "flow_spline_ensemble": "ensemble of 3 flows spline",
     "search": "StructureSearchFlow affine",
     "search_spline": "StructureSearchFlow spline",
     "zuko_nsf": "zuko NSF",
 }
 # Models with an n_parameters column; the paired table compares each with the best classical row.
-FLOWS = ("flow_alternating", "flow_random", "flow_spline", "search", "search_spline", "zuko_nsf")
+FLOWS = ("flow_alternating", "flow_random", "flow_spline", "flow_spline_one", "flow_spline_ensemble", "search",
+         "search_spline", "zuko_nsf")
 SEARCHES = ("search", "search_spline")
 
 
@@ -176,6 +182,10 @@ def fit_model(model, X_train, X_val, X_test, seed, budget):
             estimator = StructureSearchFlow(coupling="spline", **common, **budget["search"])
         elif model == "flow_spline":
             estimator = CouplingFlow(masks="alternating", coupling="spline", **common)
+        elif model == "flow_spline_one":
+            estimator = CouplingFlow(masks="alternating", coupling="spline", n_components=1, **common)
+        elif model == "flow_spline_ensemble":
+            estimator = CouplingFlow(masks="alternating", coupling="spline", n_estimators=3, **common)
         else:
             estimator = CouplingFlow(masks=model.split("_")[1], coupling="affine", **common)
         estimator.fit(X_fit)

@@ -14,7 +14,6 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from scipy.special import ndtr, ndtri, stdtr, stdtrit
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, DensityMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
@@ -26,14 +25,16 @@ from ._bijections import BIJECTIONS
 from ._masks import check_hidden_layer_sizes
 from ._preprocessing import (
     BASE_DISTRIBUTIONS,
+    COVARIANCE_TYPES,
     DEPENDENT_WIDTH,
     NORMALIZATIONS,
     LinearResidual,
+    best_mixture,
     choose_start,
+    mixture_start,
     dependent_columns,
     warn_if_few_rows,
 )
-from ._transforms import student_t_scale
 from . import _training
 from ._training import TrainingConfig, fit_flows
 
@@ -81,6 +82,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         "whiten": ["boolean", StrOptions({"auto"})],
         "normalization": [StrOptions(set(NORMALIZATIONS))],
         "base_distribution": [StrOptions(set(BASE_DISTRIBUTIONS))],
+        "n_components": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
         "discrete_features": [StrOptions({"auto"}), "boolean", "array-like"],
         "dependent_features": [StrOptions({"model", "raise"})],
         "coupling": [StrOptions(set(BIJECTIONS))],
@@ -94,6 +97,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
         "device": [str, list, tuple],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -274,51 +278,72 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         X_train, X_val = self._dequantize_fit_rows(X, X_train, X_val, rng)
         # The flow models the columns that are not linear functions of others.
         X_train, X_val = self._fit_dependent_columns(X_train, X_val)
-        warn_if_few_rows(X_train.shape[0], X_train.shape[1], type(self).__name__, self.whiten is not False)
+        whitened = self.whiten is not False
+        warn_if_few_rows(X_train.shape[0], X_train.shape[1], type(self).__name__, whitened)
         # Fitted on the training rows only: the validation rows stay unseen.
         options = dict(normalization=self.normalization, base_distribution=self.base_distribution)
-        whitened = self.whiten is not False
-        (start, normalizer), gaussian = choose_start(X_train, X_val, whiten=whitened, **options)
-        masks, hidden_layer_sizes = self._choose_structure(X_train, X_val, start, rng, devices)
-
+        start, gaussian = choose_start(X_train, X_val, whiten=whitened, **options)
         # A start that scores higher untrained need not train better: when the
         # chosen one is not the Gaussian start, the final flow is trained from
         # both; with whiten="auto" also from the best start without
         # whitening (elementwise maps act on the original axes, where bounded
-        # or clustered columns keep their edges). The better on the
-        # validation rows is kept.
-        finals = [(start, normalizer)]
-        if gaussian is not None and gaussian[0] != start:
+        # or clustered columns keep their edges); and from a Gaussian-mixture
+        # base when it beats the chosen start untrained (on the unwhitened
+        # map with whiten="auto": its components carry the correlations).
+        # The better on the validation rows is kept.
+        finals = [start]
+        if gaussian is not None and gaussian[0] != start[0]:
             finals.append(gaussian)
         if self.whiten == "auto":
             finals.append(choose_start(X_train, X_val, whiten=False, **options)[0])
+        structure_start = start
+        if self.base_distribution in ("auto", "gaussian_mixture") and self.n_components != 1:
+            mixture = best_mixture(X_train, X_val, n_components=self.n_components,
+                                   covariance_type=self.covariance_type, seed=init_seed)
+            if mixture is not None and (self.base_distribution == "gaussian_mixture" or mixture[0] > start[2]):
+                finals.append(mixture_start(mixture, finals[-1] if self.whiten == "auto" else start))
+                if self.base_distribution == "gaussian_mixture":
+                    # Asked for: the search's candidates share the mixture base too.
+                    structure_start = finals[-1]
+        masks, hidden_layer_sizes = self._choose_structure(X_train, X_val, structure_start[0], rng, devices)
+
+        # With n_estimators > 1 each final is an ensemble of flows from as many
+        # initial weights, trained as one stack, and scored as the ensemble.
+        members = np.repeat(masks[None], self.n_estimators, axis=0)
+        seeds = [init_seed, *draw_seeds(np.random.RandomState(init_seed % 2**32), self.n_estimators - 1)]
         best = None
-        for candidate, candidate_normalizer in finals:
+        for candidate, candidate_normalizer, _ in finals:
             self._set_start(candidate, candidate_normalizer)
             if self.verbose >= self._epoch_verbose_level:
                 print(f"[{type(self).__name__}] training from {_describe(candidate)}")
-            config = replace(self._training_config(), base_df=candidate.df,
+            config = replace(self._training_config(), base_df=candidate.df, base_mixture=candidate.mixture,
                              hidden_layer_sizes=hidden_layer_sizes)
+            Z_val = self._normalize(X_val)
             result = fit_flows(
-                masks[None],
+                members,
                 self._normalize(X_train),
-                self._normalize(X_val),
-                seeds=[init_seed],
+                Z_val,
+                seeds=seeds,
                 batch_seed=batch_seed,
                 config=config,
                 device=devices[0],
                 epoch_callback=self._print_epoch if self.verbose >= self._epoch_verbose_level else None,
+                X_select=Z_val,
             )
-            score = float(result.best_validation_score[0]) + candidate_normalizer.log_det
+            # In float64, of the restored weights, as score_samples will compute it.
+            members_val = torch.from_numpy(result.selection_log_prob)
+            score = float(ensemble_log_prob(members_val).mean()) + candidate_normalizer.log_det
             if best is None or score > best[0]:
                 best = (score, candidate, candidate_normalizer, result)
-        _, start, normalizer, result = best
+        score, start, normalizer, result = best
         self._set_start(start, normalizer)
         self._store_result(masks, hidden_layer_sizes, result, devices[0])
+        self.best_validation_score_ = score + self._validation_offset
         return self
 
     def _set_start(self, start, normalizer):
         self.normalization_, self.base_df_, self.whiten_ = start.normalization, start.df, start.whiten
+        self.n_components_ = 1 if start.mixture is None else start.mixture.n_components
         self.mean_, self.scale_ = normalizer.mean, normalizer.scale
         self.input_matrix_, self.input_log_det_ = normalizer.matrix, normalizer.log_det
 
@@ -374,18 +399,16 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.hidden_layer_sizes_ = tuple(hidden_layer_sizes)
         # Kept in float64: a row scores the same to ~1e-15 whatever batch it is in.
         self.flow_ = result.module.double().to(device)
+        self.n_estimators_ = int(self.flow_.n_members)
         self.device_ = str(device)
         self.loss_curve_ = result.train_loss[: result.n_epochs[0], 0].astype(np.float64)
         self.validation_scores_ = (
             result.validation_score[: result.n_epochs[0] + 1, 0].astype(np.float64)
             + self.input_log_det_ + self._validation_offset
         )
-        self.best_validation_score_ = float(
-            np.float64(result.best_validation_score[0]) + self.input_log_det_ + self._validation_offset
-        )
         self.n_epochs_ = int(result.n_epochs[0])
         self.best_epoch_ = int(result.best_epoch[0])
-        self.n_parameters_ = int(self.flow_.n_live_parameters()[0])
+        self.n_parameters_ = int(self.flow_.n_live_parameters().sum())
 
     # --- inference -----------------------------------------------------------------
 
@@ -436,7 +459,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             Z = Z_centre + (offset * self.discrete_features_)[~self.dependent_features_] @ self.input_matrix_
             finite = np.isfinite(Z).all(axis=1)
             out = np.full(finite.shape[0], -np.inf)
-            out[finite] = self._in_chunks(lambda rows: self.flow_.log_prob(rows)[0], Z[finite])
+            out[finite] = self._in_chunks(lambda rows: ensemble_log_prob(self.flow_.log_prob(rows)), Z[finite])
             total = total + out
         total = total / len(self.dequantization_offsets_) + self.input_log_det_
         if self.dependent_model_ is not None:
@@ -483,7 +506,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             # In chunks, like score_samples: memory stays that of the output.
             for start in range(0, out.shape[0], _training.ROW_CHUNK):
                 n = min(_training.ROW_CHUNK, out.shape[0] - start)
-                X_modeled = self._denormalize(self.flow_.sample(n, generator)[0].cpu().numpy())
+                X_modeled = self._denormalize(self._sample_flow(n, generator).cpu().numpy())
                 residuals = torch.randn((n, int(self.dependent_features_.sum())), generator=generator,
                                         dtype=torch.float64).numpy()
                 out[start : start + n] = self._with_derived(X_modeled, residuals)
@@ -495,7 +518,10 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         The rows are normalized (``(X - mean_) @ input_matrix_``) and passed
         through every layer of the flow; with a Student t base (``base_df_``
         finite) each latent column is then mapped to a standard normal through
-        the t's distribution function. The result is a joint Gaussianization
+        the t's distribution function, and with a Gaussian-mixture base
+        (``n_components_ > 1``) through the mixture's Rosenblatt transform
+        (each column through its distribution function given the previous
+        ones). The result is a joint Gaussianization
         of the features, where ``QuantileTransformer`` or ``PowerTransformer``
         act column by column. Discrete columns enter at the centre of their
         unit cell; a derived column (``dependent_features_``) gives its
@@ -511,11 +537,11 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             Latent rows (float64); ``inverse_transform`` maps them back.
         """
         X = self._validated(X)
+        self._check_one_flow("transform")
         # The centre of a discrete value's unit cell, which inverse_transform
         # rounds back.
         Z = self._flow_input(X, 0.5)
-        latent = _base_to_normal(self._in_chunks(lambda rows: self.flow_(rows)[0][0], Z, Z.shape[1:]),
-                                 self.base_df_)
+        latent = self.flow_.base.to_normal(self._in_chunks(lambda rows: self.flow_(rows)[0][0], Z, Z.shape[1:]))
         if self.dependent_model_ is None:
             return latent
         out = np.empty_like(X)
@@ -536,11 +562,28 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         X_original : ndarray of shape (n_samples, n_features)
         """
         latent = self._validated(X)
-        Z = _normal_to_base(latent[:, ~self.dependent_features_], self.base_df_)
+        self._check_one_flow("inverse_transform")
+        Z = self.flow_.base.from_normal(latent[:, ~self.dependent_features_])
         X_modeled = self._denormalize(
             self._in_chunks(lambda rows: self.flow_.inverse(rows)[0][0], Z, Z.shape[1:])
         )
         return self._with_derived(X_modeled, latent[:, self.dependent_features_])
+
+    def _sample_flow(self, n, generator):
+        """``n`` draws of the flow's input space; of an ensemble, each from a member drawn uniformly."""
+        if self.flow_.n_members == 1:
+            return self.flow_.sample(n, generator)[0]
+        member = torch.randint(self.flow_.n_members, (n,), generator=generator)
+        draws = self.flow_.sample(n, generator)
+        return draws[member.to(draws.device), torch.arange(n, device=draws.device)]
+
+    def _check_one_flow(self, method):
+        if self.flow_.n_members > 1:
+            raise ValueError(
+                f"{method} maps rows through one flow; this {type(self).__name__} is an ensemble "
+                f"of {self.flow_.n_members} flows (n_estimators={self.n_estimators}), whose mixture "
+                "has no single latent space. Fit with n_estimators=1 to use it as a transformer."
+            )
 
     def _in_chunks(self, function, Z, per_row_shape=()):
         """``function`` (torch rows -> a result per row) on the rows of ``Z``, chunk by chunk.
@@ -585,6 +628,10 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         flow = state.get("flow_")
         if flow is not None and "base_df_" not in state:
             self._upgrade_from_before_the_chosen_start()
+        if flow is not None and "n_estimators_" not in state:
+            self.n_estimators_ = 1  # pickled before ensembles
+        if flow is not None and "n_components_" not in state:
+            self.n_components_ = 1  # pickled before mixture bases: none has one
         if flow is not None and "dependent_features_" not in state:
             # Pickled before derived columns were modeled: it had none.
             self.dependent_features_ = np.zeros(self.n_features_in_, dtype=bool)
@@ -604,7 +651,6 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """A model pickled before the start was chosen: a normal base, no discrete columns."""
         self.normalization_, self.base_df_ = "standard", math.inf
         self.whiten_ = bool(self.whiten)
-        self.flow_.base_df = math.inf
         self.discrete_features_ = np.zeros(self.n_features_in_, dtype=bool)
         self.dequantization_offsets_ = np.zeros((1, self.n_features_in_))
 
@@ -615,28 +661,24 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return tags
 
 
-def _base_to_normal(Z, df):
-    """Points of the base (Student t of ``df``, or normal) mapped to a standard normal, per column."""
-    if np.isinf(df):
-        return Z
-    t = Z / student_t_scale(df)
-    # Through the lower tail on both sides, by symmetry: precise far out.
-    with np.errstate(divide="ignore"):
-        return np.where(t > 0, -ndtri(stdtr(df, -t)), ndtri(stdtr(df, t)))
+def ensemble_log_prob(log_prob):
+    """Log-density of the equal-weight mixture of members, from their log-densities (n_members, n_rows) Tensor.
 
-
-def _normal_to_base(U, df):
-    """The inverse of :func:`_base_to_normal`."""
-    if np.isinf(df):
-        return U
-    with np.errstate(divide="ignore"):
-        t = np.where(U > 0, -stdtrit(df, ndtr(-U)), stdtrit(df, ndtr(U)))
-    return student_t_scale(df) * t
+    Exactly the member's log-density for one member.
+    """
+    if log_prob.shape[0] == 1:
+        return log_prob[0]
+    return torch.logsumexp(log_prob, dim=0) - math.log(log_prob.shape[0])
 
 
 def _describe(start):
     """The start in words, for verbose output."""
-    base = "a normal base" if np.isinf(start.df) else f"a Student t base (df={start.df:g})"
+    if start.mixture is not None:
+        base = f"a Gaussian-mixture base ({start.mixture.n_components} components)"
+    elif np.isinf(start.df):
+        base = "a normal base"
+    else:
+        base = f"a Student t base (df={start.df:g})"
     whitened = "whitened" if start.whiten else "not whitened"
     return f"the {start.normalization} normalization ({whitened}) with {base}"
 

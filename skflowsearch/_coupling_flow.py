@@ -56,11 +56,28 @@ class CouplingFlow(BaseFlow):
         contamination) do not set the scale of all the others. ``"auto"``
         takes the one whose untrained flow scores higher on the validation
         rows.
-    base_distribution : {"auto", "normal", "student_t"}, default="auto"
-        The base: a standard normal, or a product of Student t with 1, 2, 4,
+    base_distribution : {"auto", "normal", "student_t", "gaussian_mixture"}, default="auto"
+        The base: a standard normal, a product of Student t with 1, 2, 4,
         8, 16 or 32 degrees of freedom (scaled to the normal's quartiles) for
-        heavy-tailed data. ``"auto"`` (and ``"student_t"`` for the degrees)
-        chooses on the validation rows, like ``normalization``.
+        heavy-tailed data, or a Gaussian mixture fitted by EM on the
+        normalized training rows, for data made of clusters (classes,
+        regimes) that a flow from one Gaussian must tear apart. The mixture
+        is fixed while the flow trains, and every layer starts as the
+        identity, so the untrained model *is* the mixture and early stopping
+        leaves it only when validation agrees. ``"auto"`` chooses the normal
+        or t base on the validation rows, like ``normalization``, and also
+        trains from the best mixture when it beats that start untrained,
+        keeping the better after training; ``"student_t"`` chooses the
+        degrees, ``"gaussian_mixture"`` the components (one component being
+        the normal).
+    n_components : int or "auto", default="auto"
+        Components of a Gaussian-mixture base, as in
+        :class:`~sklearn.mixture.GaussianMixture`; ``"auto"`` tries 2, 3, 4,
+        5, 6 and 8 (and the diagonal regularizations 1e-6, 1e-4 and 1e-2),
+        choosing on the validation rows. 1 leaves mixtures out.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        Covariances of the mixture's components, as in
+        :class:`~sklearn.mixture.GaussianMixture`.
     discrete_features : "auto", bool or array-like, default="auto"
         Columns that hold integers (counts, flags, ratings, years). A
         continuous density on such point masses grows without bound, so they
@@ -128,6 +145,16 @@ class CouplingFlow(BaseFlow):
         Stop when the validation log-likelihood has not improved by more than
         1e-4 nats for this many epochs; the weights of the best epoch are
         restored.
+    n_estimators : int, default=1
+        Flows in the final model: more than one makes it an ensemble, the
+        equal-weight mixture of flows trained from different initial weights
+        (same start, masks and minibatches), trained side by side as one
+        stack (at the cost of about one flow per member on the CPU) and
+        scored as the mixture on the validation rows when the start is
+        chosen. ``score_samples`` is the log of the mean of the members'
+        densities, ``sample`` draws each row from a member drawn uniformly;
+        an ensemble has no single latent space, so ``transform`` and
+        ``inverse_transform`` need ``n_estimators=1``.
     device : {"cpu", "cuda", "cuda:N", "auto"}, default="cpu"
         Where to train and score. ``"auto"`` uses CUDA when available. On the
         CPU, training uses one torch thread: these small networks gain little
@@ -160,7 +187,11 @@ class CouplingFlow(BaseFlow):
         Whether the final flow's start is whitened (see ``whiten``).
     base_df_ : float
         Degrees of freedom of the base distribution; ``inf`` for the standard
-        normal.
+        normal or a Gaussian mixture.
+    n_components_ : int
+        Components of the base: 1 unless it is a Gaussian mixture, whose
+        weights, means and covariances (in the normalized space) are
+        ``flow_.base.mixture()``.
     discrete_features_ : ndarray of shape (n_features,), dtype=bool
         The dequantized columns.
     dequantization_offsets_ : ndarray of shape (n_offsets, n_features)
@@ -184,7 +215,11 @@ class CouplingFlow(BaseFlow):
         Mean validation log-likelihood (original space) before training and
         after each epoch.
     best_validation_score_ : float
-        Validation log-likelihood of the restored weights.
+        Validation log-likelihood of the restored weights, in float64 as
+        ``score_samples`` computes it (of the ensemble,
+        with ``n_estimators > 1``; the per-epoch attributes ``loss_curve_``,
+        ``validation_scores_``, ``best_epoch_`` and ``n_epochs_`` are of its
+        first member).
     best_epoch_ : int
         Epoch whose weights were restored (0 = the untrained flow: the
         normalization and the base).
@@ -192,7 +227,11 @@ class CouplingFlow(BaseFlow):
         Number of epochs run.
     n_parameters_ : int
         Parameters that can change the density (weights attached to masked
-        inputs and outputs excluded), counted by the fitted flow.
+        inputs and outputs excluded), counted by the fitted flow (summed over
+        the members of an ensemble).
+    n_estimators_ : int
+        Flows in the fitted model (``flow_`` holds them as the members of
+        one stack).
     device_ : str
         Device the flow lives on.
     n_features_in_ : int
@@ -229,6 +268,8 @@ class CouplingFlow(BaseFlow):
         whiten="auto",
         normalization="auto",
         base_distribution="auto",
+        n_components="auto",
+        covariance_type="full",
         discrete_features="auto",
         dependent_features="model",
         coupling="spline",
@@ -242,6 +283,7 @@ class CouplingFlow(BaseFlow):
         weight_decay=1e-5,
         validation_fraction=0.1,
         n_iter_no_change=20,
+        n_estimators=1,
         device="cpu",
         random_state=None,
         verbose=0,
@@ -252,6 +294,8 @@ class CouplingFlow(BaseFlow):
         self.whiten = whiten
         self.normalization = normalization
         self.base_distribution = base_distribution
+        self.n_components = n_components
+        self.covariance_type = covariance_type
         self.discrete_features = discrete_features
         self.dependent_features = dependent_features
         self.coupling = coupling
@@ -265,6 +309,7 @@ class CouplingFlow(BaseFlow):
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.n_estimators = n_estimators
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -21,12 +21,13 @@ import math
 import torch
 from torch import nn
 
+from ._bases import ProductBase, make_base
 from ._bijections import Affine
-from ._transforms import affine_forward, affine_inverse, base_log_prob, base_sample
+from ._transforms import affine_forward, affine_inverse
 
 
 class CouplingFlowStack(nn.Module):
-    """``n_members`` coupling flows with a standard normal or Student t base.
+    """``n_members`` coupling flows with a standard normal, Student t or Gaussian-mixture base.
 
     Parameters
     ----------
@@ -57,6 +58,9 @@ class CouplingFlowStack(nn.Module):
         Degrees of freedom of the base: ``inf`` is the standard normal, 1 or
         an even number a product of Student t (see
         :func:`~skflowsearch._transforms.base_log_prob`).
+    base_mixture : :class:`~skflowsearch._bases.Mixture`, optional
+        A Gaussian-mixture base instead (``base_df`` is then ignored); it is
+        fixed, and shared by all members.
 
     Notes
     -----
@@ -70,9 +74,10 @@ class CouplingFlowStack(nn.Module):
     """
 
     def __init__(self, masks, hidden_layer_sizes, seeds, *, bijection=None, actnorm=True,
-                 layer_active=None, hidden_widths=None, base_df=math.inf):
+                 layer_active=None, hidden_widths=None, base_df=math.inf, base_mixture=None):
         super().__init__()
-        self.base_df = float(base_df)
+        # The base module (see skflowsearch._bases): log_prob, sample, to_normal.
+        self.base = make_base(base_df, base_mixture)
         self.bijection = Affine() if bijection is None else bijection
         masks = torch.as_tensor(masks, dtype=torch.bool)
         n_members, n_layers, n_features = masks.shape
@@ -102,6 +107,11 @@ class CouplingFlowStack(nn.Module):
         if hidden_widths is not None:
             fan_in[:, 1:] = torch.as_tensor(hidden_widths, dtype=torch.float64)[:, :-1]
         self._init_weights(seeds, fan_in)
+
+    @property
+    def base_df(self):
+        """Degrees of freedom of a product base; ``inf`` for a normal or a mixture of normals."""
+        return getattr(self.base, "df", math.inf)
 
     @property
     def n_members(self):
@@ -264,7 +274,7 @@ class CouplingFlowStack(nn.Module):
     def log_prob(self, x):
         """Log-density of ``x`` under each member, shape (n_members, batch)."""
         z, log_det = self(x)
-        return base_log_prob(z, self.base_df) + log_det
+        return self.base.log_prob(z) + log_det
 
     def sample(self, n_samples, generator=None):
         """Draw ``n_samples`` points from each member, shape (n_members, n, n_features).
@@ -273,13 +283,16 @@ class CouplingFlowStack(nn.Module):
         not depend on the device.
         """
         shape = (self.n_members, n_samples, self.n_features)
-        z = base_sample(shape, self.base_df, generator, self.masks.dtype).to(self.masks.device)
+        z = self.base.sample(shape, generator, self.masks.dtype).to(self.masks.device)
         return self.inverse(z)[0]
 
     def __setstate__(self, state):
         # A stack pickled before the bijection was pluggable is affine, with its own bound.
         if "bijection" not in state:
             state["bijection"] = Affine(state.pop("max_log_scale", 3.0))
+        # One pickled before the base was a module has a base_df (or, older, none: a normal).
+        if "base" not in state.get("_modules", {}):
+            state["_modules"]["base"] = ProductBase(state.pop("base_df", math.inf))
         super().__setstate__(state)
 
     @torch.no_grad()
@@ -305,11 +318,21 @@ class CouplingFlowStack(nn.Module):
             total = total + 2 * self.n_features * on
         return total.sum(1).round().long().cpu().numpy()
 
+    def member_tensors(self):
+        """The state tensors that carry the member index first, by name.
+
+        All but the base's (shared by the members) and scalars.
+        """
+        return {name: tensor for name, tensor in self.state_dict().items()
+                if tensor.dim() > 0 and not name.startswith("base.")}
+
     def member_state(self, index):
-        """State dict of members ``index`` (int or index tensor) as a new stack."""
-        state = {}
-        for name, tensor in self.state_dict().items():
-            state[name] = tensor if tensor.dim() == 0 else tensor[index]
+        """State dict of members ``index`` (int or index tensor) as a new stack.
+
+        The base's tensors are shared by all members and kept whole.
+        """
+        state = self.state_dict()
+        state.update({name: tensor[index] for name, tensor in self.member_tensors().items()})
         return state
 
     @torch.no_grad()

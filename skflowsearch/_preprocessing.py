@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from sklearn.covariance import ledoit_wolf_shrinkage
 
+from ._bases import fit_mixture
 from ._transforms import base_log_prob
 
 # Ridge added to the (shrunk) correlation matrix before whitening: keeps
@@ -44,7 +45,15 @@ _DEPENDENCE_INLIER = 10.0
 
 # The values of the estimators' normalization and base_distribution.
 NORMALIZATIONS = ("auto", "standard", "robust")
-BASE_DISTRIBUTIONS = ("auto", "normal", "student_t")
+BASE_DISTRIBUTIONS = ("auto", "normal", "student_t", "gaussian_mixture")
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+# Components a Gaussian-mixture start tries with n_components="auto", and the
+# regularizations added to the diagonal of its covariances (the standardized
+# columns have unit variance): the components of the tuned GaussianMixture the
+# benchmarks compare with, and the ends of its regularization grid.
+MIXTURE_COMPONENTS = (2, 3, 4, 5, 6, 8)
+MIXTURE_REG_COVARS = (1e-6, 1e-2)
 
 # Degrees of freedom of the heavy-tailed bases a start may choose
 # (1 or even: see _transforms.base_sample).
@@ -87,13 +96,16 @@ class Start:
     correlation (:func:`fit_normalizer`); ``whiten`` decorrelates the
     columns after scaling them; ``shrinkage_factor`` scales the
     Ledoit-Wolf shrinkage of the whitening correlation; ``df`` is the base's
-    degrees of freedom, ``inf`` for the standard normal.
+    degrees of freedom, ``inf`` for the standard normal; ``mixture`` (a
+    :class:`~skflowsearch._bases.Mixture` in the normalized space) makes the
+    base that Gaussian mixture instead.
     """
 
     robust: bool
     df: float
     shrinkage_factor: float = 1.0
     whiten: bool = True
+    mixture: object = None
 
     def fit_normalizer(self, X):
         """This start's normalizer, fitted on rows ``X`` (other rows than it was chosen on).
@@ -304,31 +316,62 @@ class LinearResidual:
         return np.where(np.isfinite(log_prob), log_prob, -np.inf) - np.sum(np.log(self.scale))
 
 
+def best_mixture(X_train, X_val, *, n_components="auto", covariance_type="full", seed=0):
+    """The Gaussian mixture with the highest validation log-likelihood, or None.
+
+    Fitted by EM (seeded by ``seed``) on the standardized training rows with
+    ``n_components`` components (``"auto"``: each of ``MIXTURE_COMPONENTS``)
+    and each regularization of ``MIXTURE_REG_COVARS``. Returns ``(score,
+    mixture, normalizer)``: the mean validation log-likelihood in the
+    original space, the mixture in the space of ``normalizer`` (the
+    standardization it was fitted after). A mixture of full covariances is a
+    density of the original rows whatever linear map it is fitted after, so
+    one fit serves every start (see :func:`choose_start`).
+    """
+    normalizer = fit_normalizer(X_train, whiten=False)
+    Z_train, Z_val = normalizer(X_train), normalizer(X_val)
+    best = None
+    for k in MIXTURE_COMPONENTS if n_components == "auto" else (n_components,):
+        if k < 2:  # one component is the Gaussian start
+            continue
+        for reg_covar in MIXTURE_REG_COVARS:
+            mixture = fit_mixture(Z_train, k, covariance_type, reg_covar, seed)
+            if mixture is None:
+                continue
+            score = float(np.mean(mixture.log_prob(Z_val))) + normalizer.log_det
+            if np.isfinite(score) and (best is None or score > best[0]):
+                best = (score, mixture, normalizer)
+    return best
+
+
 def choose_start(X_train, X_val, *, whiten, normalization="auto", base_distribution="auto"):
     """The start whose untrained flow has the highest mean log-likelihood on ``X_val``.
 
     Candidates: the standard and/or the robust normalization (``"auto"``: both),
     whitened with each shrinkage of ``SHRINKAGE_FACTORS`` (no shrinkage only
     with more rows than features), each with the standard normal base and/or
-    the Student t bases of ``STUDENT_T_DF`` degrees of freedom. Under the
+    the Student t bases of ``STUDENT_T_DF`` degrees of freedom (a mixture
+    base is a candidate of its own: see :func:`best_mixture`). Under the
     defaults the maximum-likelihood Gaussian (standard map, no shrinkage,
     normal base) is a candidate whenever it exists, so the chosen start is
     never below it on the validation rows.
 
     Returns
     -------
-    best : (Start, Normalizer)
-        The chosen start and its normalizer, fitted on ``X_train``.
-    gaussian : (Start, Normalizer) or None
+    best : (Start, Normalizer, float)
+        The chosen start, its normalizer fitted on ``X_train``, and its
+        validation score.
+    gaussian : (Start, Normalizer, float) or None
         The best of the candidates with the standard map and the normal base
         (the shrunk Gaussians), None when those are not candidates.
     """
     robust_choices = {"auto": (False, True), "standard": (False,), "robust": (True,)}[normalization]
     df_choices = {
         "auto": (math.inf, *STUDENT_T_DF), "normal": (math.inf,), "student_t": STUDENT_T_DF,
+        "gaussian_mixture": (math.inf,),
     }[base_distribution]
     factors = [f for f in SHRINKAGE_FACTORS if f > 0 or X_train.shape[0] > X_train.shape[1]]
-    best = gaussian = (-np.inf, None, None)
+    best = gaussian = None
     for robust in robust_choices:
         standardized = _standardize(X_train, robust=robust, whiten=whiten)
         for factor in factors if whiten else (1.0,):
@@ -337,12 +380,27 @@ def choose_start(X_train, X_val, *, whiten, normalization="auto", base_distribut
             for df in df_choices:
                 score = float(base_log_prob(Z_val, df).mean()) + normalizer.log_det
                 score = score if np.isfinite(score) else -np.inf
-                entry = (score, Start(robust, df, factor, whiten), normalizer)
-                if best[1] is None or score > best[0]:
+                entry = (Start(robust, df, factor, whiten), normalizer, score)
+                if best is None or score > best[2]:
                     best = entry
-                if not robust and math.isinf(df) and (gaussian[1] is None or score > gaussian[0]):
+                if not robust and math.isinf(df) and (gaussian is None or score > gaussian[2]):
                     gaussian = entry
-    return best[1:], (gaussian[1:] if gaussian[1] is not None else None)
+    return best, gaussian
+
+
+def mixture_start(mixture, host):
+    """The start of the Gaussian-mixture base ``mixture`` (from :func:`best_mixture`) on ``host``'s map.
+
+    ``host`` is a ``(Start, Normalizer, score)`` of :func:`choose_start`;
+    the result is one too, the mixture mapped into the host's normalized
+    space (the same density of the original rows).
+    """
+    score, fitted, source = mixture
+    start, normalizer, _ = host
+    # x = z_s S^-1 + m_s and z_t = (x - m_t) T, so z_t = z_s (S^-1 T) + (m_s - m_t) T.
+    matrix = np.linalg.solve(source.matrix, normalizer.matrix)
+    mapped = fitted.mapped(matrix, (source.mean - normalizer.mean) @ normalizer.matrix)
+    return Start(start.robust, math.inf, start.shrinkage_factor, start.whiten, mapped), normalizer, score
 
 
 def warn_if_few_rows(n_train, n_features, estimator_name, whiten):

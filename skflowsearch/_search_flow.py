@@ -167,11 +167,16 @@ class StructureSearchFlow(BaseFlow):
         settings (``pick``, ``race_margin``, ``n_finalists``) are not part of
         it: fitting again with other values reuses the incumbent and the
         evolution, and only runs the race and the final training again.
-    whiten, normalization, base_distribution, discrete_features, dependent_features, coupling, \
+    whiten, normalization, base_distribution, n_components, covariance_type, discrete_features, \
+dependent_features, coupling, \
 n_bins, tail_bound, actnorm, max_log_scale, max_epochs, batch_size, learning_rate, weight_decay, \
 validation_fraction, n_iter_no_change
         As in :class:`CouplingFlow`; they apply to every training of the
         search (the fitness runs stop earlier, at their budget).
+    n_estimators : int, default=1
+        As in :class:`CouplingFlow`: the final model is an ensemble of this
+        many flows of the searched structure, from different initial
+        weights (the candidates of the search are single flows).
     n_jobs : int or None, default=None
         Parallel training tasks, as in scikit-learn (None means 1 unless in a
         ``joblib.parallel_config`` context; -1 means all cores). Runs under
@@ -225,7 +230,7 @@ validation_fraction, n_iter_no_change
     n_generations_ : int
         Generations run after the initial one.
     flow_, mean_, scale_, input_matrix_, input_log_det_, normalization_, \
-whiten_, base_df_, discrete_features_, dequantization_offsets_, dependent_features_, \
+whiten_, base_df_, n_components_, n_estimators_, discrete_features_, dequantization_offsets_, dependent_features_, \
 dependent_model_, loss_curve_, \
 validation_scores_, best_validation_score_, best_epoch_, n_epochs_, \
 n_parameters_, device_, n_features_in_, feature_names_in_
@@ -280,6 +285,8 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         whiten="auto",
         normalization="auto",
         base_distribution="auto",
+        n_components="auto",
+        covariance_type="full",
         discrete_features="auto",
         dependent_features="model",
         coupling="spline",
@@ -293,6 +300,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         weight_decay=1e-5,
         validation_fraction=0.1,
         n_iter_no_change=20,
+        n_estimators=1,
         n_jobs=None,
         device="cpu",
         random_state=None,
@@ -322,6 +330,8 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.whiten = whiten
         self.normalization = normalization
         self.base_distribution = base_distribution
+        self.n_components = n_components
+        self.covariance_type = covariance_type
         self.discrete_features = discrete_features
         self.dependent_features = dependent_features
         self.coupling = coupling
@@ -335,6 +345,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.n_estimators = n_estimators
         self.n_jobs = n_jobs
         self.device = device
         self.random_state = random_state
@@ -423,7 +434,10 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         evolution_rng = np.random.default_rng(search_rng.integers(2**63))
 
         widths = _width_choices(self.width_choices)
-        config = replace(self._training_config(), base_df=start.df)
+        # The base is the start's: a mixture stays the one fitted in the space
+        # of all training rows (the candidates' normalizer differs from it by
+        # the selection rows only, and ActNorm absorbs that).
+        config = replace(self._training_config(), base_df=start.df, base_mixture=start.mixture)
         trainer = CandidateTrainer(
             Z_fit, Z_val, config=config, width_choices=widths, devices=devices,
             n_jobs=self.n_jobs, group_size=resolve_group_size(self.n_candidates_per_batch, devices),

@@ -54,6 +54,7 @@ class TrainingConfig:
 
     hidden_layer_sizes: tuple = (64, 64)
     base_df: float = math.inf  # the base distribution; inf: standard normal
+    base_mixture: object = None  # or a Gaussian-mixture base, see skflowsearch._bases.Mixture
     bijection: object = Affine()  # of the couplings, see skflowsearch._bijections
     actnorm: bool = True
     max_epochs: int = 200
@@ -88,6 +89,7 @@ class TrainingConfig:
             bijection=self.bijection,
             actnorm=self.actnorm,
             base_df=self.base_df,
+            base_mixture=self.base_mixture,
             layer_active=layer_active,
             hidden_widths=hidden_widths,
         )
@@ -291,7 +293,7 @@ def train_flows(
 
     with torch.no_grad():
         best_score = mean_log_prob(module, X_val)
-    best_state = {k: v.clone() for k, v in module.state_dict().items() if v.dim() > 0}
+    best_state = {k: v.clone() for k, v in module.member_tensors().items()}
     active = torch.isfinite(best_score)
     diverged = ~active
     best_score = torch.where(active, best_score, torch.full_like(best_score, -torch.inf))
@@ -331,9 +333,8 @@ def train_flows(
         improved = active & (score > best_score + tol)
         if bool(improved.any()):
             rows = torch.nonzero(improved[members]).flatten()
-            for name, tensor in module.state_dict().items():
-                if tensor.dim() > 0:
-                    best_state[name][members[rows]] = tensor[rows]
+            for name, tensor in module.member_tensors().items():
+                best_state[name][members[rows]] = tensor[rows]
             best_score = torch.where(improved, score, best_score)
             best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
         active &= (epoch - best_epoch) < n_iter_no_change
@@ -389,7 +390,7 @@ def _keep_members(module, optimizer, keep):
     on exactly as in the larger stack.
     """
     old = list(module.parameters())
-    module.assign_state({name: t[keep] for name, t in module.state_dict().items() if t.dim() > 0})
+    module.assign_state({name: t[keep] for name, t in module.member_tensors().items()})
     group = optimizer.param_groups[0]
     new_optimizer = torch.optim.AdamW(
         module.parameters(), lr=group["lr"], weight_decay=group["weight_decay"], fused=group["fused"]

@@ -686,7 +686,7 @@ _SEARCH_OPTIONS = (
     "fitness_budget", "max_epochs", "size_penalty", "pick", "race_margin", "whiten",
     "learning_rate", "max_log_scale", "validation_fraction", "selection_fraction", "n_jobs",
     "normalization", "base_distribution", "discrete_features", "dependent_features", "coupling",
-    "n_bins", "tail_bound",
+    "n_bins", "tail_bound", "n_components", "covariance_type", "n_estimators",
 )
 
 
@@ -763,7 +763,9 @@ def _finite_float(text):
 
 def _add_estimator_option(parser, name):
     """An option for StructureSearchFlow parameter ``name``, with its default and help."""
-    from sklearn.utils._param_validation import StrOptions
+    from numbers import Integral
+
+    from sklearn.utils._param_validation import Interval, StrOptions
 
     from . import CouplingFlow, StructureSearchFlow
 
@@ -796,6 +798,12 @@ def _add_estimator_option(parser, name):
         # The estimator's own options, in a stable order.
         parser.add_argument(flag, dest=name, choices=sorted(constraints[0].options), default=default,
                             help=help_text)
+    elif (len(constraints) == 2 and any(isinstance(c, StrOptions) for c in constraints)
+          and any(isinstance(c, Interval) and c.type is Integral for c in constraints)):
+        # A word or a count, e.g. n_components="auto" or 3.
+        words = sorted(next(c for c in constraints if isinstance(c, StrOptions)).options)
+        parser.add_argument(flag, dest=name, type=_int_or_word, default=default,
+                            metavar="{" + ",".join(words) + ",N}", help=help_text)
     elif name == "discrete_features":
         parser.add_argument(flag, dest=name, type=_discrete_features, default=default,
                             metavar="{auto,none,all,I,J,...}", help=help_text)
@@ -807,6 +815,14 @@ def _add_estimator_option(parser, name):
 def _bool_or_word(text):
     """argparse type of a bool-or-word option: ``yes``/``no`` are True/False, other words stay."""
     return {"yes": True, "no": False}.get(text, text)
+
+
+def _int_or_word(text):
+    """argparse type of a count-or-word option: digits are an int, other words stay."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _discrete_features(text):

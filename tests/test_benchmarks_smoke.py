@@ -90,7 +90,8 @@ def test_bench_quality_quick(capsys):
     out = capsys.readouterr().out
     assert _tables(out) == 4  # quality, paired differences, fit times, peak RSS
     for name in ("| iris | 150x4 |", "| wine | 178x13 |", "StructureSearchFlow affine", "flow spline",
-                 "StructureSearchFlow spline", "flow - best classical", "peak RSS during fit MB"):
+                 "StructureSearchFlow spline", "flow spline, one-Gaussian start", "ensemble of 3 flows spline",
+                 "flow - best classical", "peak RSS during fit MB"):
         assert name in out
 
 

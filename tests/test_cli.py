@@ -104,7 +104,8 @@ def test_search_csv_with_header(fitted, data, capsys):
     assert model.get_params()["n_layers"] == 2
     assert model.get_params()["hidden_layer_sizes"] == (4,)
     assert model.get_params()["whiten"] == "auto"  # the default
-    assert not np.allclose(model.input_matrix_, np.diag(np.diag(model.input_matrix_)))
+    # whiten="auto" chose one; the normalizer is what it says
+    assert model.whiten_ == (not np.allclose(model.input_matrix_, np.diag(np.diag(model.input_matrix_))))
     scores = model.score_samples(data)
     assert scores.shape == (60,) and np.all(np.isfinite(scores))
     pytest.importorskip("pandas")
@@ -271,8 +272,17 @@ def test_start_and_discrete_options_reach_both_estimators():
         assert _build_parser().parse_args(["search", "--discrete-features", text]).discrete_features == value
 
 
+def test_mixture_base_options_reach_both_estimators():
+    args = _build_parser().parse_args(["search", "--base-distribution", "gaussian_mixture", "--n-components", "3",
+                                       "--covariance-type", "diag"])
+    assert (args.base_distribution, args.n_components, args.covariance_type) == ("gaussian_mixture", 3, "diag")
+    assert _build_parser().parse_args(["search"]).n_components == "auto"
+    assert {"n_components", "covariance_type"} <= set(_shared_options())
+
+
 @pytest.mark.parametrize("argv", [["--discrete-features", "first"], ["--normalization", "minmax"],
-                                  ["--base-distribution", "laplace"]])
+                                  ["--base-distribution", "laplace"], ["--covariance-type", "banded"],
+                                  ["--n-components", "0"]])
 def test_bad_start_options_are_rejected(capsys, argv):
     assert main(["search", *argv, "--quiet"]) == 2
     err = capsys.readouterr().err

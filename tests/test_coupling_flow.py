@@ -22,14 +22,16 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skflowsearch import CouplingFlow
 from sklearn.utils import check_random_state
 
-from skflowsearch._base import _base_to_normal, draw_seeds
+from skflowsearch._base import draw_seeds
+from skflowsearch._bases import ProductBase
 from skflowsearch._transforms import base_log_prob, base_sample, student_t_scale
 from scipy import stats
 from skflowsearch.datasets import load_dataset
 
 from _counting import hand_count
 
-SMALL = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5, random_state=0)
+# One Gaussian component: the mixture base has its own tests (test_mixture_base.py).
+SMALL = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5, random_state=0, n_components=1)
 
 
 
@@ -61,7 +63,7 @@ def test_density_integrates_to_one():
     X, _ = make_moons(400, noise=0.1, random_state=0)
     flow = CouplingFlow(
         n_layers=4, hidden_layer_sizes=(16,), max_epochs=15, batch_size=32,
-        learning_rate=1e-2, random_state=0,
+        learning_rate=1e-2, random_state=0, n_components=1,
     ).fit(X)
     assert flow.best_epoch_ > 0  # a trained, non-Gaussian density
     lo, hi = X.min(0) - 3 * X.std(0), X.max(0) + 3 * X.std(0)
@@ -90,7 +92,7 @@ def test_untrained_flow_is_the_fitted_gaussian(X):
     # standardized whitened Gaussian: its density is a Gaussian's.
     flow = CouplingFlow(
         n_layers=2, hidden_layer_sizes=(4,), max_epochs=1, learning_rate=1e-12,
-        validation_fraction=0.5, random_state=0,
+        validation_fraction=0.5, random_state=0, n_components=1,
     ).fit(X)
     assert flow.best_epoch_ == 0
     rows = blobs(50, seed=1)
@@ -591,7 +593,7 @@ def test_sample_runs_in_chunks_of_the_shared_row_chunk(fitted_transformer, monke
     # latent rows of the samples are exactly that noise.
     generator = torch.Generator().manual_seed(draw_seeds(check_random_state(0), 1)[0])
     noise = torch.cat([base_sample((1, n, 3), flow.base_df_, generator, torch.float64)[0] for n in (7, 7, 6)])
-    np.testing.assert_allclose(flow.transform(rows), _base_to_normal(noise.numpy(), flow.base_df_),
+    np.testing.assert_allclose(flow.transform(rows), ProductBase(flow.base_df_).to_normal(noise.numpy()),
                                rtol=1e-9, atol=1e-9)
 
 

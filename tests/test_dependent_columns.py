@@ -11,7 +11,7 @@ from skflowsearch._preprocessing import DEPENDENT_WIDTH, dependent_columns
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-TINY = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=10, random_state=0)
+TINY = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=10, random_state=0, n_components=1)
 
 
 def table(n=400, seed=0):

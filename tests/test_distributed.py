@@ -20,6 +20,7 @@ joblib = pytest.importorskip("joblib")
 from skflowsearch import StructureSearchFlow  # noqa: E402
 
 SEARCH_PARAMS = dict(
+    n_components=1,
     n_layers=3,
     hidden_layer_sizes=(8,),
     population_size=4,

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from skflowsearch import CouplingFlow, StructureSearchFlow
+from skflowsearch._nn import CouplingFlowStack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,7 @@ SEARCH_ATTRIBUTES = (
     "evaluated_masks_", "evaluated_layers_", "evaluated_hidden_layer_sizes_", "evaluated_n_parameters_",
     "evaluated_scores_",
     "fitness_steps_", "n_generations_",
-    "mean_", "scale_", "input_matrix_", "input_log_det_", "normalization_", "whiten_", "base_df_",
+    "mean_", "scale_", "input_matrix_", "input_log_det_", "normalization_", "whiten_", "base_df_", "n_components_", "n_estimators_",
     "discrete_features_", "dequantization_offsets_", "dependent_features_", "dependent_model_", "loss_curve_",
     "validation_scores_", "best_validation_score_", "best_epoch_", "n_epochs_",
     "n_parameters_", "device_", "n_features_in_",
@@ -177,7 +178,10 @@ def test_a_model_pickled_before_the_chosen_start_still_scores(tmp_path):
     state = flow.__getstate__()
     for name in ("normalization_", "base_df_", "discrete_features_", "dequantization_offsets_"):
         del state[name]
-    del state["flow_"].base_df
+    module = dict(state["flow_"].__dict__)
+    module["_modules"] = {name: m for name, m in module["_modules"].items() if name != "base"}
+    state["flow_"] = CouplingFlowStack.__new__(CouplingFlowStack)
+    state["flow_"].__setstate__(module)
     old = CouplingFlow.__new__(CouplingFlow)
     old.__setstate__(state)
     np.testing.assert_array_equal(old.score_samples(X), expected)

@@ -19,7 +19,7 @@ from skflowsearch.plotting import (  # noqa: E402
     save_search_plots,
 )
 
-TINY = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5, random_state=0)
+TINY = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=5, random_state=0, n_components=1)
 TINY_SEARCH = dict(
     TINY, population_size=2, n_offspring=2, n_generations=1
 )

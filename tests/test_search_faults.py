@@ -146,7 +146,7 @@ X = np.random.RandomState(0).standard_normal((60, 3)) @ np.array(
     [[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 1.0]])
 SEARCH = dict(n_layers=3, hidden_layer_sizes=(8,), population_size=6, n_offspring=4,
               n_generations=2, max_epochs=5, batch_size=8, learning_rate=2e-2,
-              n_candidates_per_batch=1, random_state=0)
+              n_candidates_per_batch=1, n_components=1, random_state=0)
 
 
 def _failing_trainer(monkeypatch, fails):

@@ -33,6 +33,7 @@ TINY = dict(
     # retuning the defaults does not move them.
     selection_fraction=0.2,
     fitness_budget=0.3,
+    n_components=1,  # the mixture base has its own tests
     n_layers=3,
     hidden_layer_sizes=(8,),
     population_size=4,
@@ -333,8 +334,8 @@ def test_alternating_winner_is_exactly_coupling_flow(X, settings):
     search = tiny(**settings, race_margin=1e9, pick="best").fit(X)
     params = search.get_params()
     assert _chosen(search)["entry"] == "alternating"
-    shared = ("n_layers", "hidden_layer_sizes", "whiten", "max_epochs", "batch_size", "learning_rate",
-              "weight_decay", "validation_fraction", "n_iter_no_change", "random_state")
+    shared = ("n_layers", "hidden_layer_sizes", "whiten", "n_components", "max_epochs", "batch_size",
+              "learning_rate", "weight_decay", "validation_fraction", "n_iter_no_change", "random_state")
     flow = CouplingFlow(masks="alternating", **{k: params[k] for k in shared}).fit(X)
     np.testing.assert_array_equal(search.masks_, flow.masks_)
     assert search.hidden_layer_sizes_ == flow.hidden_layer_sizes_ == tuple(params["hidden_layer_sizes"])
@@ -375,7 +376,7 @@ def test_normalizer_is_fitted_on_the_training_rows(search, X):
     train = np.setdiff1d(np.arange(len(X)), validation)
     # The final flow starts from the chosen start or from the Gaussian one.
     candidates = choose_start(X[train], X[validation], whiten=search.whiten)
-    normalizer, = (n for start, n in candidates
+    normalizer, = (n for start, n, _ in candidates
                    if (start.normalization, start.df) == (search.normalization_, search.base_df_))
     # (to rounding: the rows come in another order)
     np.testing.assert_allclose(search.mean_, normalizer.mean, rtol=1e-12)

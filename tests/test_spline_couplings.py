@@ -20,7 +20,7 @@ from skflowsearch._training import TrainingConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-TINY = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=8, random_state=0)
+TINY = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=8, random_state=0, n_components=1)
 SEARCH = dict(population_size=2, n_offspring=2, n_generations=1, n_finalists=1, n_race_seeds=1)
 
 
@@ -124,7 +124,7 @@ def _defaults(cls):
 def test_engine_settings_are_estimator_parameters_with_the_same_defaults(estimator):
     defaults = _defaults(estimator)
     # Settings the estimators choose themselves (the base) or fix (tol, clipping).
-    internal = {"base_df", "bijection", "tol", "max_grad_norm"}
+    internal = {"base_df", "base_mixture", "bijection", "tol", "max_grad_norm"}
     for field in dataclasses.fields(TrainingConfig):
         if field.name not in internal:
             assert defaults[field.name] == field.default, field.name
