@@ -35,6 +35,9 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # components' quantiles) shrinks by 2**-80, below float64 resolution.
 _BISECTION_STEPS = 80
 
+# Rows of one pass of the Rosenblatt transform (its work arrays are rows x components x features).
+_ROW_CHUNK = 2048
+
 
 class ProductBase(nn.Module):
     """Independent features, each a standard normal (``df=inf``) or a scaled Student t.
@@ -172,7 +175,10 @@ class GaussianMixtureBase(nn.Module):
         components = torch.multinomial(weights, n, replacement=True, generator=generator)
         noise = torch.randn((n, n_features), generator=generator, dtype=torch.float64)
         means, scale_tril = (torch.from_numpy(self._exact(name)) for name in ("means", "scale_tril"))
-        draws = means[components] + (scale_tril[components] @ noise.unsqueeze(-1)).squeeze(-1)
+        draws = torch.empty((n, n_features), dtype=torch.float64)
+        for k in range(self.n_components):  # per component: no (n, d, d) gather
+            drawn = components == k
+            draws[drawn] = means[k] + noise[drawn] @ scale_tril[k].T
         return draws.to(dtype).reshape(shape)
 
     def _exact(self, name):
@@ -205,15 +211,21 @@ class GaussianMixtureBase(nn.Module):
 
         A bijection of the mixture onto the standard normal; each column's
         probability and its complement are kept in log space, so that rows
-        far in either tail map to finite normal values.
+        far in either tail map to finite normal values. Rows go in chunks:
+        the work arrays are (rows, components, features).
         """
+        return _in_row_chunks(self._to_normal, Z)
+
+    def from_normal(self, U):
+        """The inverse of :meth:`to_normal`, column by column by bisection."""
+        return _in_row_chunks(self._from_normal, np.asarray(U, dtype=np.float64))
+
+    def _to_normal(self, Z):
         e, log_weights = self._conditional_terms(Z)
         return _normal_quantile(_logsumexp(log_weights + log_ndtr(e), axis=1),
                                 _logsumexp(log_weights + log_ndtr(-e), axis=1))
 
-    def from_normal(self, U):
-        """The inverse of :meth:`to_normal`, column by column by bisection."""
-        U = np.asarray(U, dtype=np.float64)
+    def _from_normal(self, U):
         means, scale_tril, log_pi = (self._exact(name) for name in ("means", "scale_tril", "log_weights"))
         n, d = U.shape
         e = np.zeros((n, means.shape[0], d))
@@ -247,6 +259,13 @@ class GaussianMixtureBase(nn.Module):
 
     def extra_repr(self):
         return f"n_components={self.n_components}, covariance_type={self.covariance_type!r}"
+
+
+def _in_row_chunks(function, X):
+    """``function`` on chunks of ``_ROW_CHUNK`` rows of ``X``, stacked."""
+    if X.shape[0] <= _ROW_CHUNK:
+        return function(X)
+    return np.concatenate([function(X[i : i + _ROW_CHUNK]) for i in range(0, X.shape[0], _ROW_CHUNK)])
 
 
 def make_base(df=math.inf, mixture=None):

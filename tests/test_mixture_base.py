@@ -316,3 +316,14 @@ def test_old_estimator_pickles_have_one_component():
         old.__setstate__(state)
     assert old.n_components_ == 1
     np.testing.assert_array_equal(old.score_samples(X), flow.score_samples(X))
+
+
+def test_rosenblatt_transform_in_chunks_equals_one_pass(monkeypatch):
+    from skflowsearch import _bases
+
+    base = GaussianMixtureBase(random_mixture(10, 3, 3)).double()
+    z = base.sample((50, 3), torch.Generator().manual_seed(2), torch.float64).numpy()
+    u, back = base.to_normal(z), base.from_normal(base.to_normal(z))
+    monkeypatch.setattr(_bases, "_ROW_CHUNK", 7)
+    np.testing.assert_array_equal(base.to_normal(z), u)
+    np.testing.assert_array_equal(base.from_normal(u), back)
