@@ -24,6 +24,10 @@ for a random ranking).
 * ``IsolationForest`` (default settings) and ``LocalOutlierFactor(novelty=True)``
   after a ``StandardScaler``.
 
+``--max-value-share S`` drops the columns whose most frequent value holds
+more than the share ``S`` of the rows: on pima (``--datasets pima
+--max-value-share 0.25``) the two columns that code missing entries as 0.
+
 ``--derived`` appends to every table the difference of its first two
 columns, as real tables often carry (a balance, a change): a column that is
 a linear function of others, which the flows model as a narrow Gaussian
@@ -113,11 +117,11 @@ def split(X, is_outlier, seed):
     return X_train[:, varies], X_test[:, varies], out_test
 
 
-def evaluate(name, seeds, budget, detectors=DETECTORS, derived=False):
+def evaluate(name, seeds, budget, detectors=DETECTORS, derived=False, max_value_share=None):
     """Per detector: lists over seeds of (ROC AUC, average precision, fit seconds)."""
     results = {d: [] for d in detectors}
     for seed in seeds:
-        X, is_outlier = load_outlier_table(name, random_state=seed)
+        X, is_outlier = load_outlier_table(name, random_state=seed, max_value_share=max_value_share)
         X_train, X_test, out_test = split(X, is_outlier, seed)
         if derived:
             X_train, X_test = (np.c_[part, part[:, 0] - part[:, 1]] for part in (X_train, X_test))
@@ -143,6 +147,8 @@ def main(argv=None):
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
     parser.add_argument("--derived", action="store_true",
                         help="append the difference of the first two columns to every table")
+    parser.add_argument("--max-value-share", type=float, default=None,
+                        help="drop the columns whose most frequent value holds more than this share of the rows")
     args = parser.parse_args(argv)
     detectors = args.detectors
     if not keel_available():
@@ -159,8 +165,8 @@ def main(argv=None):
     for name in datasets:
         # One BLAS/OpenMP thread, as in bench_quality.py (the flows pin torch to one).
         with threadpool_limits(1):
-            results = evaluate(name, seeds, budget, detectors, args.derived)
-        X, is_outlier = load_outlier_table(name)
+            results = evaluate(name, seeds, budget, detectors, args.derived, args.max_value_share)
+        X, is_outlier = load_outlier_table(name, max_value_share=args.max_value_share)
         head = [name, f"{X.shape[0]}x{X.shape[1] + int(args.derived)}", f"{is_outlier.mean():.2f}"]
         auc_rows.append(head + [format_pm([r[0] for r in results[d]], 3) for d in detectors])
         ap_rows.append(head + [format_pm([r[1] for r in results[d]], 3) for d in detectors])
@@ -172,7 +178,9 @@ def main(argv=None):
           f"search: {', '.join(f'{k}={v}' for k, v in budget['search'].items())}.")
     print("The three density models are wrapped in FlowOutlierDetector (outlyingness = "
           "-log-density); GMM and LOF see standardized columns."
-          + (" Every table has one more column: the difference of its first two." if args.derived else ""))
+          + (" Every table has one more column: the difference of its first two." if args.derived else "")
+          + (f" Columns whose most frequent value holds more than {args.max_value_share:.0%} of the rows "
+             "are dropped." if args.max_value_share is not None else ""))
     print(machine_line() + "\n")
     print("### ROC AUC\n")
     print(markdown_table(headers, auc_rows))

@@ -169,13 +169,16 @@ def load_keel(name, *, max_rows=5000, min_unique=MIN_UNIQUE, random_state=0):
     return np.ascontiguousarray(X)
 
 
-def load_outlier_table(name, random_state=0):
+def load_outlier_table(name, random_state=0, max_value_share=None):
     """Features and outlier labels of an outlier-detection table (ODDS recipes).
 
     ``name`` is one of :data:`OUTLIER_DATASETS`: the class given there is the
     outlier class. Constant columns are dropped and integer-valued columns
     dequantized (as in :func:`load_keel`); columns with few values stay, they
-    can tell outliers apart.
+    can tell outliers apart. With ``max_value_share``, the columns whose most
+    frequent value holds more than that share of the rows are dropped as well
+    (pima codes missing entries as 0: skin thickness in 29.6% of the rows,
+    insulin in 48.7%).
 
     Returns
     -------
@@ -186,5 +189,8 @@ def load_outlier_table(name, random_state=0):
         raise ValueError(f"unknown outlier table {name!r}; known: {', '.join(OUTLIER_DATASETS)}")
     X, labels = _read_keel(name)
     X = drop_few_valued_columns(X, min_unique=2)
+    if max_value_share is not None:
+        top_share = np.array([np.unique(column, return_counts=True)[1].max() for column in X.T]) / X.shape[0]
+        X = X[:, top_share <= max_value_share]
     X = _dequantize_integer_columns(X, np.random.default_rng(random_state))
     return np.ascontiguousarray(X), labels == OUTLIER_DATASETS[name]

@@ -48,6 +48,11 @@ N_DEQUANTIZATION_OFFSETS = 8
 # fit warns.
 FEW_DISTINCT_VALUES = 10
 
+# A continuous column with more distinct values, one of which holds at least
+# this share of the rows (a zero-inflated amount, a code for a missing value),
+# has a point mass there too: fit warns.
+POINT_MASS_SHARE = 0.25
+
 
 def validate_params(estimator):
     """Check ``estimator``'s parameters against its ``_parameter_constraints``.
@@ -229,6 +234,18 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 "distinct non-integer values: a continuous density puts point masses there and "
                 "its log-likelihood grows without bound. Map them to integers to have them "
                 "dequantized (see discrete_features).",
+                UserWarning,
+            )
+        spikes = _point_masses(X, [j for j in np.flatnonzero(~discrete) if j not in few])
+        if spikes and X.shape[0] > 2 * FEW_DISTINCT_VALUES:
+            described = "; ".join(f"column {j}: {value:g} in {share:.1%} of the rows"
+                                  for j, value, share in spikes)
+            warnings.warn(
+                f"{type(self).__name__}: non-integer column(s) repeat one value in many rows "
+                f"({described}): a continuous density puts a point mass there and its "
+                "log-likelihood grows without bound, so such rows score high. If the value "
+                "codes a missing entry, impute or drop it; if the column is discrete, map it to "
+                "integers to have it dequantized (see discrete_features).",
                 UserWarning,
             )
         # A constant column stays as it is, for the normalizer to reject.
@@ -681,6 +698,18 @@ def _describe(start):
         base = f"a Student t base (df={start.df:g})"
     whitened = "whitened" if start.whiten else "not whitened"
     return f"the {start.normalization} normalization ({whitened}) with {base}"
+
+
+def _point_masses(X, columns):
+    """``(column, value, share)`` for each of ``columns`` whose most frequent value
+    holds at least ``POINT_MASS_SHARE`` of the rows of ``X``."""
+    found = []
+    for j in columns:
+        values, counts = np.unique(X[:, j], return_counts=True)
+        top = int(np.argmax(counts))
+        if counts[top] >= POINT_MASS_SHARE * X.shape[0]:
+            found.append((int(j), float(values[top]), counts[top] / X.shape[0]))
+    return found
 
 
 def _column_mask(columns, n_features):

@@ -73,7 +73,7 @@ class CouplingFlow(BaseFlow):
     n_components : int or "auto", default="auto"
         Components of a Gaussian-mixture base, as in
         :class:`~sklearn.mixture.GaussianMixture`; ``"auto"`` tries 2, 3, 4,
-        5, 6 and 8 (and the diagonal regularizations 1e-6, 1e-4 and 1e-2),
+        5, 6 and 8 (and the diagonal regularizations 1e-6 and 1e-2),
         choosing on the validation rows. 1 leaves mixtures out.
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
         Covariances of the mixture's components, as in
@@ -90,7 +90,10 @@ class CouplingFlow(BaseFlow):
         ``"auto"``: every column whose training values are all integers;
         ``True``/``False``: all/none; or a bool mask or column indices. A
         column given as discrete must hold integers. ``fit`` warns about
-        non-integer columns with at most 10 distinct values.
+        non-integer columns with at most 10 distinct values, or with one
+        value in at least a quarter of the rows (a zero-inflated amount, a
+        code for missing entries): point masses a continuous density spikes
+        on.
     dependent_features : {"model", "raise"}, default="model"
         What to do with columns that are exact linear functions of others
         (a difference or sum of two columns, a copy in other units): the rows

@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseFlow, draw_seeds
 from ._evolution import mu_plus_lambda
-from ._genome import Genome, crossover, hidden_sizes, initial_genomes, mutate, repair
+from ._genome import Genome, crossover, hidden_sizes, initial_genomes, mutate
 from ._search import CandidateTrainer, mean_scores, resolve_group_size
 
 # The fitness budget never goes below this many optimizer steps.

@@ -152,6 +152,30 @@ def test_few_valued_non_integer_column_warns():
         CouplingFlow(**{**SMALL, "max_epochs": 1}).fit(X)
 
 
+def test_point_mass_in_a_continuous_column_warns():
+    # A zero-inflated amount: 40% exact zeros, the rest continuous. Nothing
+    # dequantizes it (not integer-valued), so the density spikes at 0.
+    rng = np.random.RandomState(0)
+    amount = np.where(rng.uniform(size=300) < 0.4, 0.0, rng.lognormal(size=300))
+    X = np.c_[rng.normal(size=300), amount]
+    with pytest.warns(UserWarning, match=r"repeat one value in many rows \(column 1: 0 in 39\.3% "
+                                         r"of the rows\)"):
+        CouplingFlow(**{**SMALL, "max_epochs": 1}).fit(X)
+
+
+@pytest.mark.parametrize("case", ["integer", "below the share"])
+def test_no_point_mass_warning_for_dequantized_or_rare_repeats(case):
+    rng = np.random.RandomState(0)
+    if case == "integer":  # dequantized: the cell of 0 holds a density, not a point mass
+        column = np.where(rng.uniform(size=300) < 0.4, 0.0, rng.poisson(20, size=300))
+    else:  # 20% of the rows, under POINT_MASS_SHARE
+        column = np.where(np.arange(300) < 60, 0.0, rng.lognormal(size=300))
+    X = np.c_[rng.normal(size=300), column]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*repeat one value", category=UserWarning)
+        _fit(X, max_epochs=1)
+
+
 def test_constant_integer_column_is_still_rejected():
     X = np.c_[np.ones(100), np.random.RandomState(0).normal(size=(100, 2))]
     with pytest.raises(ValueError, match=r"column\(s\) \[0\] of X are constant"):

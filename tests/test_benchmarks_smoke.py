@@ -10,6 +10,7 @@ import pytest
 from benchmarks import (
     bench_csv,
     bench_generation,
+    bench_mixture_training,
     bench_parallel,
     bench_quality,
     bench_sample,
@@ -175,6 +176,11 @@ def test_outlier_tables_follow_the_odds_recipes():
         assert (np.ptp(X, axis=0) > 0).all()
     with pytest.raises(ValueError, match="unknown outlier table"):
         load_outlier_table("iris")
+    # pima's columns that code missing entries as 0 (skin thickness 29.6%, insulin 48.7%)
+    full, _ = load_outlier_table("pima", random_state=0)
+    kept, _ = load_outlier_table("pima", random_state=0, max_value_share=0.25)
+    # (the dequantization noise differs with the number of columns, the cells do not)
+    np.testing.assert_array_equal(np.floor(kept), np.floor(full[:, [0, 1, 2, 5, 6, 7]]))
 
 
 def test_drop_linearly_dependent_columns():
@@ -219,6 +225,34 @@ def test_bench_search_quick(capsys, tmp_path):
     assert len(results.read_text().splitlines()) == 2
     rows = re.findall(r"^\| iris \| \S+ \| 2 \| ([+-][\d.]+) \[", capsys.readouterr().out, flags=re.MULTILINE)
     assert len(rows) == 1
+
+
+def test_bench_mixture_training_quick(capsys):
+    assert bench_mixture_training.main(["--quick"]) == 0
+    assert _tables(capsys.readouterr().out) == 1
+
+
+def test_trained_mixture_base_trains_the_mixture_and_is_undone():
+    from skflowsearch import CouplingFlow, _nn
+
+    rng = np.random.RandomState(0)
+    X = np.r_[rng.normal(-3, 1, size=(150, 2)), rng.normal(3, 0.5, size=(150, 2))]
+    params = dict(n_layers=2, hidden_layer_sizes=(8,), max_epochs=20, base_distribution="gaussian_mixture",
+                  n_components=2, whiten=True, learning_rate=1e-2, random_state=0)
+    make_base = _nn.make_base
+    with warnings.catch_warnings(), bench_mixture_training.trained_mixture_base():
+        warnings.simplefilter("ignore")
+        flow = CouplingFlow(**params).fit(X)
+    assert _nn.make_base is make_base
+    base = flow.flow_.base
+    assert isinstance(base, bench_mixture_training.TrainedMixtureBase) and flow.best_epoch_ > 0
+    # Training moved the mixture away from the one EM fitted ...
+    assert np.abs(base.means[0].detach().numpy() - base.mixture().means).max() > 1e-3
+    # ... and outside the block the package's base is fixed again.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fixed = CouplingFlow(**params).fit(X)
+    assert type(fixed.flow_.base) is bench_mixture_training.GaussianMixtureBase
 
 
 def test_bench_sample_quick(capsys):

@@ -5,7 +5,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from skflowsearch import CouplingFlow
 from skflowsearch._bijections import BIJECTIONS, Affine, RationalQuadraticSpline, make_bijection

@@ -8,7 +8,6 @@ import torch
 
 from skflowsearch import _training
 from skflowsearch._bijections import Affine, RationalQuadraticSpline
-from skflowsearch._nn import CouplingFlowStack
 from skflowsearch._training import (
     TrainingConfig,
     TrainingResult,
