@@ -227,7 +227,11 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 "discrete columns must be integer-valued (multiply a grid such as 0.5 steps "
                 "to integers first)."
             )
-        few = [int(j) for j in np.flatnonzero(~discrete) if np.unique(X[:, j]).size <= FEW_DISTINCT_VALUES]
+        # Columns not dequantized: (column, distinct values, most frequent value, its share).
+        repeats = [(int(j), *_most_frequent(X[:, j])) for j in np.flatnonzero(~discrete)]
+        few = [j for j, n_distinct, _, _ in repeats if n_distinct <= FEW_DISTINCT_VALUES]
+        spikes = [(j, value, share) for j, n_distinct, value, share in repeats
+                  if n_distinct > FEW_DISTINCT_VALUES and share >= POINT_MASS_SHARE]
         if few and X.shape[0] > 2 * FEW_DISTINCT_VALUES:
             warnings.warn(
                 f"{type(self).__name__}: column(s) {few} take at most {FEW_DISTINCT_VALUES} "
@@ -236,16 +240,15 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 "dequantized (see discrete_features).",
                 UserWarning,
             )
-        spikes = _point_masses(X, [j for j in np.flatnonzero(~discrete) if j not in few])
         if spikes and X.shape[0] > 2 * FEW_DISTINCT_VALUES:
             described = "; ".join(f"column {j}: {value:g} in {share:.1%} of the rows"
                                   for j, value, share in spikes)
             warnings.warn(
-                f"{type(self).__name__}: non-integer column(s) repeat one value in many rows "
+                f"{type(self).__name__}: continuous column(s) repeat one value in many rows "
                 f"({described}): a continuous density puts a point mass there and its "
                 "log-likelihood grows without bound, so such rows score high. If the value "
-                "codes a missing entry, impute or drop it; if the column is discrete, map it to "
-                "integers to have it dequantized (see discrete_features).",
+                "codes a missing entry, impute or drop it; if the column is discrete, have it "
+                "dequantized (integer values, see discrete_features).",
                 UserWarning,
             )
         # A constant column stays as it is, for the normalizer to reject.
@@ -700,16 +703,11 @@ def _describe(start):
     return f"the {start.normalization} normalization ({whitened}) with {base}"
 
 
-def _point_masses(X, columns):
-    """``(column, value, share)`` for each of ``columns`` whose most frequent value
-    holds at least ``POINT_MASS_SHARE`` of the rows of ``X``."""
-    found = []
-    for j in columns:
-        values, counts = np.unique(X[:, j], return_counts=True)
-        top = int(np.argmax(counts))
-        if counts[top] >= POINT_MASS_SHARE * X.shape[0]:
-            found.append((int(j), float(values[top]), counts[top] / X.shape[0]))
-    return found
+def _most_frequent(column):
+    """Distinct values of ``column``, its most frequent value and that value's share of the rows."""
+    values, counts = np.unique(column, return_counts=True)
+    top = int(np.argmax(counts))
+    return values.size, float(values[top]), counts[top] / column.size
 
 
 def _column_mask(columns, n_features):

@@ -161,6 +161,10 @@ def test_point_mass_in_a_continuous_column_warns():
     with pytest.warns(UserWarning, match=r"repeat one value in many rows \(column 1: 0 in 39\.3% "
                                          r"of the rows\)"):
         CouplingFlow(**{**SMALL, "max_epochs": 1}).fit(X)
+    # An integer column the user keeps from dequantization has the same point mass.
+    counts = np.where(rng.uniform(size=300) < 0.4, 0.0, rng.poisson(20, size=300))
+    with pytest.warns(UserWarning, match=r"continuous column\(s\) repeat one value in many rows \(column 1: 0 "):
+        CouplingFlow(**{**SMALL, "max_epochs": 1}, discrete_features=False).fit(np.c_[X[:, 0], counts])
 
 
 @pytest.mark.parametrize("case", ["integer", "below the share"])
