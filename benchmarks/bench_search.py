@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/bench_search.py [--datasets NAME ...] [--splits 10] [--baselines]
-                                      [--results FILE.jsonl] [--quick]
+                                      [--ensemble K] [--results FILE.jsonl] [--quick]
 
 Protocol, per table and split ``s`` (the one of ``bench_quality.py``):
 ``split_standardize(load_table(name, s), random_state=s)`` gives train /
@@ -25,6 +25,10 @@ scored once per model and never choose anything.
 
   Candidates are fitted on the train rows only, so the choice is made on
   rows they never saw.
+* Ensembles (``--ensemble K``): ``n_estimators=K`` of the same search (its
+  race's structures, from the checkpoint of the evolution) against
+  ``CouplingFlow(masks=search.masks_, n_estimators=K)`` of the searched
+  structure's widths (K seeds of it), same ``random_state``.
 
 The summary gives, per table, the mean paired difference (nats per row,
 higher is better) with a bootstrap 95% interval over splits, the median
@@ -74,7 +78,7 @@ def _choose_and_refit(make, settings, X_train, X_val, X_fit):
     return model
 
 
-def run_split(name, split, quick, baselines, search_params=None):
+def run_split(name, split, quick, baselines, search_params=None, ensemble=None):
     from skflowsearch import CouplingFlow, StructureSearchFlow
 
     X_train, X_val, X_test = split_standardize(load_table(name, split), random_state=split)
@@ -93,6 +97,18 @@ def run_split(name, split, quick, baselines, search_params=None):
     # The other pick rule, from the same evolution (the checkpoint): only the race and the final
     # training run again.
     smallest, _ = _fit(clone(search).set_params(pick="smallest"), X_fit)
+    if ensemble:
+        # An ensemble of the race's structures (same evolution, from the checkpoint), and one of
+        # as many seeds of the searched structure: a CouplingFlow with its masks and widths.
+        race_ensemble, race_seconds = _fit(clone(search).set_params(n_estimators=ensemble), X_fit)
+        seed_ensemble, seed_seconds = _fit(CouplingFlow(
+            masks=search.masks_, n_layers=search.masks_.shape[0], hidden_layer_sizes=search.hidden_layer_sizes_,
+            n_estimators=ensemble, random_state=split, **{k: v for k, v in small.items() if k == "max_epochs"}),
+            X_fit)
+        for label, model, seconds in (("race ensemble", race_ensemble, race_seconds),
+                                      ("seed ensemble", seed_ensemble, seed_seconds)):
+            record[label] = {"test": model.score(X_test), "n_parameters": int(model.n_parameters_),
+                             "seconds": seconds, "n_estimators": ensemble}
     shutil.rmtree(os.path.dirname(checkpoint))
     record["flow"] = {"test": flow.score(X_test), "n_parameters": int(flow.n_parameters_),
                       "seconds": flow_seconds, "best_epoch": int(flow.best_epoch_)}
@@ -201,6 +217,23 @@ def summarize(records):
     print(markdown_table(["dataset", "CouplingFlow()", "search", "search / flow",
                           'pick="smallest" / flow', "race winners",
                           "flow epochs to best", "search epochs to flow's best"], size_rows))
+    ensemble_rows = []
+    for name, recs in by_table.items():
+        have = sorted((r for r in recs if "race ensemble" in r), key=lambda r: r["split"])
+        if not have:
+            continue
+        race, seeds, single = ([r[label]["test"] for r in have] for label in ("race ensemble", "seed ensemble", "search"))
+        ensemble_rows.append([
+            name, len(have), have[0]["race ensemble"]["n_estimators"],
+            _pm(np.subtract(race, seeds)), _pm(np.subtract(race, single)), _pm(np.subtract(seeds, single)),
+            f"{np.median([r['race ensemble']['n_parameters'] for r in have]):,.0f} / "
+            f"{np.median([r['seed ensemble']['n_parameters'] for r in have]):,.0f}",
+        ])
+    if ensemble_rows:
+        print("\n## Ensembles (--ensemble K): of the race's structures, and of K seeds of the searched one\n")
+        print(markdown_table(["dataset", "splits", "K", "race ensemble - seed ensemble",
+                              "race ensemble - search", "seed ensemble - search",
+                              "median n_parameters_ (race / seeds)"], ensemble_rows))
 
 
 def main(argv=None):
@@ -216,6 +249,9 @@ def main(argv=None):
     parser.add_argument("--search-params", type=json.loads, default={},
                         help='StructureSearchFlow settings other than the defaults, as JSON, '
                              'e.g. \'{"fitness_budget": 1.0}\'')
+    parser.add_argument("--ensemble", type=int, default=None, metavar="K",
+                        help="also fit ensembles of K flows: of the race's structures and of K seeds of "
+                             "the searched structure")
     args = parser.parse_args(argv)
     import torch
     from threadpoolctl import threadpool_limits
@@ -227,7 +263,8 @@ def main(argv=None):
         with open(args.results) as handle:
             records = [json.loads(line) for line in handle if line.strip()]
     done = {(r["dataset"], r["split"], bool(r.get("quick"))) for r in records
-            if all(label in r for label in BASELINES) or not args.baselines}
+            if (all(label in r for label in BASELINES) or not args.baselines)
+            and ("race ensemble" in r or not args.ensemble)}
     torch.set_num_threads(1)
     if not args.summary_only:
         print(machine_line(), file=sys.stderr)
@@ -237,7 +274,8 @@ def main(argv=None):
                 for split in range(args.first_split, args.first_split + args.splits):
                     if (name, split, args.quick) in done:
                         continue
-                    record = run_split(name, split, args.quick, args.baselines, args.search_params)
+                    record = run_split(name, split, args.quick, args.baselines, args.search_params,
+                                       args.ensemble)
                     record["search_params"] = args.search_params
                     record["quick"] = args.quick
                     records = [r for r in records if (r["dataset"], r["split"], bool(r.get("quick")))

@@ -325,11 +325,13 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 if self.base_distribution == "gaussian_mixture":
                     # Asked for: the search's candidates share the mixture base too.
                     structure_start = finals[-1]
-        masks, hidden_layer_sizes = self._choose_structure(X_train, X_val, structure_start[0], rng, devices)
+        structures = self._choose_structure(X_train, X_val, structure_start[0], rng, devices)
+        masks, hidden_layer_sizes = structures[0]
 
         # With n_estimators > 1 each final is an ensemble of flows from as many
-        # initial weights, trained as one stack, and scored as the ensemble.
-        members = np.repeat(masks[None], self.n_estimators, axis=0)
+        # initial weights (of the structures in turn), trained as one stack,
+        # and scored as the ensemble.
+        members, ensemble_sizes, depth_and_width = _ensemble(structures, self.n_estimators)
         seeds = [init_seed, *draw_seeds(np.random.RandomState(init_seed % 2**32), self.n_estimators - 1)]
         best = None
         for candidate, candidate_normalizer, _ in finals:
@@ -337,7 +339,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             if self.verbose >= self._epoch_verbose_level:
                 print(f"[{type(self).__name__}] training from {_describe(candidate)}")
             config = replace(self._training_config(), base_df=candidate.df, base_mixture=candidate.mixture,
-                             hidden_layer_sizes=hidden_layer_sizes)
+                             hidden_layer_sizes=ensemble_sizes)
             Z_val = self._normalize(X_val)
             result = fit_flows(
                 members,
@@ -349,6 +351,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 device=devices[0],
                 epoch_callback=self._print_epoch if self.verbose >= self._epoch_verbose_level else None,
                 X_select=Z_val,
+                **depth_and_width,
             )
             # In float64, of the restored weights, as score_samples will compute it.
             members_val = torch.from_numpy(result.selection_log_prob)
@@ -374,11 +377,12 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     _epoch_verbose_level = 1
 
     def _choose_structure(self, X_train, X_val, start, rng, devices):
-        """``(masks, hidden_layer_sizes)`` of the final flow, from the raw training rows.
+        """Structures ``(masks, hidden_layer_sizes)`` of the final flow, best first, from the raw training rows.
 
         ``start`` (:class:`~skflowsearch._preprocessing.Start`) is the
         normalization and base distribution every flow of the fit starts from.
-        ``masks`` is an (n_layers, n_features) bool array.
+        Each ``masks`` is an (n_layers, n_features) bool array. The final flow
+        is the first; an ensemble (``n_estimators``) takes them in turn.
         """
         raise NotImplementedError
 
@@ -679,6 +683,30 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         # CUDA kernels may reduce in a different order from run to run.
         tags.non_deterministic = any(d.type == "cuda" for d in _safe_devices(self.device))
         return tags
+
+
+def _ensemble(structures, n_estimators):
+    """One stack of ``n_estimators`` members of ``structures``, taken in turn.
+
+    Returns the members' masks ``(n_estimators, n_layers, n_features)``, the
+    stack's hidden sizes and the keyword arguments of :func:`fit_flows` that
+    give each member its depth and width (none when all members have the
+    first structure: the stack is then built at its real size).
+    """
+    chosen = [structures[i % len(structures)] for i in range(n_estimators)]
+    first_masks, first_sizes = chosen[0]
+    if all(np.array_equal(m, first_masks) and tuple(h) == tuple(first_sizes) for m, h in chosen):
+        return np.repeat(np.asarray(first_masks)[None], n_estimators, axis=0), tuple(first_sizes), {}
+    n_layers = max(m.shape[0] for m, _ in chosen)
+    # The active layers first; the others are the identity (their masks are any valid ones).
+    masks = np.broadcast_to(first_masks[0], (n_estimators, n_layers, first_masks.shape[1])).copy()
+    active = np.zeros((n_estimators, n_layers), dtype=bool)
+    for i, (member_masks, _) in enumerate(chosen):
+        masks[i, : member_masks.shape[0]] = member_masks
+        active[i, : member_masks.shape[0]] = True
+    widths = np.array([tuple(h) for _, h in chosen])
+    sizes = tuple(int(w) for w in widths.max(axis=0))
+    return masks, sizes, {"layer_active": torch.as_tensor(active), "hidden_widths": torch.as_tensor(widths)}
 
 
 def ensemble_log_prob(log_prob):

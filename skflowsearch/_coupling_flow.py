@@ -332,4 +332,4 @@ class CouplingFlow(BaseFlow):
 
     def _choose_structure(self, X_train, X_val, start, rng, devices):
         masks = make_masks(self.masks, self.n_layers, X_train.shape[1], rng)
-        return masks, check_hidden_layer_sizes(self.hidden_layer_sizes)
+        return [(masks, check_hidden_layer_sizes(self.hidden_layer_sizes))]

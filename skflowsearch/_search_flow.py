@@ -164,9 +164,10 @@ class StructureSearchFlow(BaseFlow):
         ``KeyboardInterrupt`` and the estimator is left unfitted. Resuming
         needs an int ``random_state``. A checkpoint belongs to one search:
         do not give one path to the fits of a cross-validation. The race's
-        settings (``pick``, ``race_margin``, ``n_finalists``) are not part of
-        it: fitting again with other values reuses the incumbent and the
-        evolution, and only runs the race and the final training again.
+        settings (``pick``, ``race_margin``, ``n_finalists``) and
+        ``n_estimators`` are not part of it: fitting again with other values
+        reuses the incumbent and the evolution, and only runs the race and
+        the final training again.
     whiten, normalization, base_distribution, n_components, covariance_type, discrete_features, \
 dependent_features, coupling, \
 n_bins, tail_bound, actnorm, max_log_scale, max_epochs, batch_size, learning_rate, weight_decay, \
@@ -174,9 +175,13 @@ validation_fraction, n_iter_no_change
         As in :class:`CouplingFlow`; they apply to every training of the
         search (the fitness runs stop earlier, at their budget).
     n_estimators : int, default=1
-        As in :class:`CouplingFlow`: the final model is an ensemble of this
-        many flows of the searched structure, from different initial
-        weights (the candidates of the search are single flows).
+        As in :class:`CouplingFlow`, the final model is an ensemble of this
+        many flows, here of the race's structures: the pick, then the other
+        entries that trained, by race score, in turn (with more members than
+        entries a structure comes again, from other initial weights). The
+        members are trained and scored as one stacked model, each at its own
+        depth and width; ``race_`` says how many members each entry has. The
+        candidates of the search are single flows.
     n_jobs : int or None, default=None
         Parallel training tasks, as in scikit-learn (None means 1 unless in a
         ``joblib.parallel_config`` context; -1 means all cores). Runs under
@@ -199,9 +204,11 @@ validation_fraction, n_iter_no_change
     Attributes
     ----------
     masks_ : ndarray of shape (n_active_layers, n_features), dtype=bool
-        The masks of the final flow (its active layers).
+        The masks of the final flow (its active layers); of an ensemble, the
+        pick's.
     hidden_layer_sizes_ : tuple of int
-        Hidden widths of the final flow's conditioners.
+        Hidden widths of the final flow's conditioners; of an ensemble, the
+        pick's.
     best_score_ : float
         Race score of the winner: mean log-likelihood of the race rows
         (original space, mean over race seeds, minus the size penalty).
@@ -209,7 +216,8 @@ validation_fraction, n_iter_no_change
         One record per race entry (``entry``, ``n_layers``,
         ``hidden_layer_sizes``, ``n_parameters``, ``score``,
         ``difference`` and ``standard_error`` against the alternating masks,
-        ``chosen``); ``pandas.DataFrame(race_)`` makes a table of it.
+        ``chosen``, and ``n_members``, its flows in the final model);
+        ``pandas.DataFrame(race_)`` makes a table of it.
     search_history_ : list of dict
         One record per generation (``generation``, ``n_evaluations``,
         ``n_failed``, ``best``, ``mean``, ``std``, ``worst``, ``seconds``).
@@ -490,7 +498,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
             bad = (incumbent_runs.diverged | incumbent_runs.failed).any(axis=0)
         entries = incumbents + finalists
         names = ["alternating"] + [f"finalist {i + 1}" for i in range(len(finalists))]
-        winner = self._race(entries, rows, bad, penalty(entries), log_det, names, trainer)
+        ranked = self._race(entries, rows, bad, penalty(entries), log_det, names, trainer)
 
         self.search_history_ = history
         self.evaluated_masks_ = np.stack([g.masks for g, _ in evaluations])
@@ -501,7 +509,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.evaluated_n_parameters_ = np.array([trainer.n_parameters(g) for g, _ in evaluations])
         self.evaluated_scores_ = np.array([score for _, score in evaluations], dtype=float)
         self.n_generations_ = len(history) - 1
-        return winner.real_masks(), hidden_sizes(config.hidden_layer_sizes, widths, winner.width)
+        return [(g.real_masks(), hidden_sizes(config.hidden_layer_sizes, widths, g.width)) for g in ranked]
 
     def _finalists(self, evaluations, incumbents, trainer):
         """Up to ``n_finalists`` genomes of the likelihood-size Pareto front, for the race.
@@ -547,7 +555,11 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         return ((max(1, self.fitness_steps_ // self.halving_factor), keep),)
 
     def _race(self, entries, rows, bad, penalty, offset, names, trainer):
-        """Pick the final genome from the race rows; fills ``race_`` and ``best_score_``."""
+        """Rank the entries on the race rows; fills ``race_`` and ``best_score_``.
+
+        Returns the entries that trained: the pick first, then the others by
+        race score (the members of an ensemble, in turn).
+        """
         per_row = rows.mean(axis=0)  # (n_entries, n_select), mean over race seeds
         per_row = per_row - penalty[:, None]
         per_row[bad] = -np.inf
@@ -574,6 +586,9 @@ n_parameters_, device_, n_features_in_, feature_names_in_
             chosen = int(np.flatnonzero(close)[np.argmin(sizes[close])])
         scores = per_row.mean(axis=1) + offset
         self.best_score_ = float(scores[chosen])
+        order = [chosen] + [int(i) for i in np.argsort(-scores, kind="stable") if i != chosen and not bad[i]]
+        n_members = np.bincount([order[i % len(order)] for i in range(self.n_estimators)],
+                                minlength=len(entries))
         self.race_ = [
             {
                 "entry": name,
@@ -585,10 +600,11 @@ n_parameters_, device_, n_features_in_, feature_names_in_
                 "difference": float(d),
                 "standard_error": float(e),
                 "chosen": i == chosen,
+                "n_members": int(n_members[i]),
             }
             for i, (name, g, score, d, e) in enumerate(zip(names, entries, scores, difference, error))
         ]
-        return entries[chosen]
+        return [entries[i] for i in order]
 
     def _search_fingerprint(self, *data, group_size=None):
         """Hash of everything the search result depends on, to match checkpoints.
@@ -600,9 +616,10 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         from . import __version__
 
         # The race's own settings are left out: a finished search can be raced
-        # again from its checkpoint with another pick rule, margin or field.
+        # again from its checkpoint with another pick rule, margin, field or
+        # ensemble size.
         ignored = {"n_jobs", "verbose", "callback", "checkpoint", "max_time",
-                   "pick", "race_margin", "n_finalists"}
+                   "pick", "race_margin", "n_finalists", "n_estimators"}
         params = {k: v for k, v in self.get_params().items() if k not in ignored}
         if group_size is not None:
             params["n_candidates_per_batch"] = group_size

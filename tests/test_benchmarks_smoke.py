@@ -1,5 +1,6 @@
 """Smoke tests of the benchmark scripts: each ``main(["--quick"])`` runs and prints its tables."""
 
+import json
 import re
 import warnings
 
@@ -215,15 +216,19 @@ def test_bench_csv_quick(capsys):
 
 def test_bench_search_quick(capsys, tmp_path):
     results = tmp_path / "results.jsonl"
-    argv = ["--quick", "--datasets", "iris", "--splits", "2", "--baselines", "--results", str(results)]
+    argv = ["--quick", "--datasets", "iris", "--splits", "2", "--baselines", "--ensemble", "2",
+            "--results", str(results)]
     assert bench_search.main(argv) == 0
     out = capsys.readouterr().out
-    assert _tables(out) == 2 and "search - CouplingFlow()" in out
+    assert _tables(out) == 3 and "search - CouplingFlow()" in out and "race ensemble - seed ensemble" in out
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert all(r["race ensemble"]["n_estimators"] == 2 and np.isfinite(r["seed ensemble"]["test"])
+               for r in records)
     assert len(results.read_text().splitlines()) == 2
     # A rerun reads the file and trains nothing new.
     assert bench_search.main(argv) == 0
     assert len(results.read_text().splitlines()) == 2
-    rows = re.findall(r"^\| iris \| \S+ \| 2 \| ([+-][\d.]+) \[", capsys.readouterr().out, flags=re.MULTILINE)
+    rows = re.findall(r"^\| iris \| \d+x\d+ \| 2 \| ([+-][\d.]+) \[", capsys.readouterr().out, flags=re.MULTILINE)
     assert len(rows) == 1
 
 

@@ -81,10 +81,55 @@ def test_pickle_and_outlier_detector(data, ensemble):
     assert np.all(detector.predict(far) == -1)
 
 
-def test_search_ensemble(data):
-    search = StructureSearchFlow(**SMALL, population_size=2, n_offspring=2, n_generations=1, n_finalists=1,
+def _members(search):
+    """(masks of the active layers, hidden widths, live parameters) of each member of a fitted search."""
+    flow = search.flow_
+    masks = flow.masks.bool().numpy()
+    active = (np.ones(masks.shape[:2], dtype=bool) if flow.layer_gates is None
+              else flow.layer_gates.view(flow.n_members, flow.n_layers).numpy() > 0)
+    widths = [tuple(search.hidden_layer_sizes_)] * flow.n_members if flow.unit_gates_0 is None else [
+        tuple(int(getattr(flow, f"unit_gates_{i}")[m, 0].sum()) for i in range(flow.n_hidden))
+        for m in range(flow.n_members)]
+    return [(masks[m][active[m]], widths[m], int(n)) for m, n in enumerate(flow.n_live_parameters())]
+
+
+def test_search_ensemble_holds_the_race_entries(data):
+    # A margin nobody clears and three race entries of other sizes: the ensemble
+    # is the alternating masks (the pick), then the finalists by race score.
+    search = StructureSearchFlow(**SMALL, population_size=4, n_offspring=4, n_generations=1, n_finalists=2,
+                                 n_race_seeds=1, race_margin=1e9, width_choices=(0.5, 1.0), n_estimators=4,
+                                 random_state=0).fit(data)
+    race = search.race_
+    assert race[0]["chosen"] and len(race) == 3
+    assert search.n_estimators_ == 4 and search.flow_.n_members == 4
+    by_score = [0] + sorted(range(1, len(race)), key=lambda i: -race[i]["score"])
+    order = [by_score[i % len(by_score)] for i in range(4)]  # in turn: the pick comes again
+    assert [r["n_members"] for r in race] == [order.count(i) for i in range(len(race))]
+    members = _members(search)
+    np.testing.assert_array_equal(members[0][0], search.masks_)
+    assert members[0][1] == search.hidden_layer_sizes_
+    for (masks, widths, n_live), i in zip(members, order):
+        # Each member is its entry, counted at its real depth and width.
+        assert masks.shape[0] == race[i]["n_layers"] and widths == tuple(race[i]["hidden_layer_sizes"])
+        assert n_live == race[i]["n_parameters"]
+    assert len({(m.tobytes(), w) for m, w, _ in members}) > 1  # not one structure repeated
+    assert search.n_parameters_ == sum(r["n_parameters"] * r["n_members"] for r in race)
+    # Scored as the mean of the members' densities; pickles; samples.
+    Z = torch.from_numpy(search._normalize(data))
+    with torch.no_grad():
+        per_member = search.flow_.log_prob(Z).numpy() + search.input_log_det_
+    np.testing.assert_allclose(search.score_samples(data), logsumexp(per_member, axis=0) - np.log(4),
+                               rtol=1e-12)
+    again = pickle.loads(pickle.dumps(search))
+    np.testing.assert_array_equal(again.score_samples(data), search.score_samples(data))
+    assert np.isfinite(search.sample(50, random_state=0)).all()
+
+
+def test_search_ensemble_of_one_structure_is_built_at_its_size(data):
+    search = StructureSearchFlow(**SMALL, population_size=2, n_offspring=2, n_generations=1, n_finalists=0,
                                  n_race_seeds=1, n_estimators=2, random_state=0).fit(data)
-    assert search.n_estimators_ == 2 and search.flow_.n_members == 2
+    assert [r["n_members"] for r in search.race_] == [2]
+    assert search.flow_.layer_gates is None and search.flow_.unit_gates_0 is None
     masks = search.flow_.masks.bool().numpy()
     np.testing.assert_array_equal(masks[0], masks[1])
     np.testing.assert_array_equal(masks[0], search.masks_)

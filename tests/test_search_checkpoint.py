@@ -151,6 +151,9 @@ def test_fingerprint_covers_device_and_version_not_run_settings(monkeypatch):
     for params in (dict(n_jobs=2), dict(verbose=1), dict(max_time=10.0),
                    dict(callback=print), dict(checkpoint="elsewhere.ckpt")):
         assert _tiny(**params)._search_fingerprint(*data) == reference, params
+    # The race's settings and the ensemble size: only the race and the final training run again.
+    for params in (dict(pick="smallest"), dict(race_margin=0.5), dict(n_finalists=1), dict(n_estimators=3)):
+        assert _tiny(**params)._search_fingerprint(*data) == reference, params
     monkeypatch.setattr(skflowsearch, "__version__", "999")
     assert _tiny()._search_fingerprint(*data) != reference
 

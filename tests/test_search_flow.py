@@ -25,7 +25,7 @@ from _counting import hand_count
 
 HISTORY_KEYS = {"generation", "n_evaluations", "n_failed", "best", "mean", "std", "worst", "seconds"}
 RACE_KEYS = {"entry", "n_layers", "hidden_layer_sizes", "n_parameters", "score", "difference",
-             "standard_error", "chosen"}
+             "standard_error", "chosen", "n_members"}
 
 # Tiny budgets: every fit below takes about half a second on one core.
 TINY = dict(
@@ -310,10 +310,15 @@ def test_race_pick_rules(pick, margin, expected):
     rows = per_entry[None]  # one race seed
     entries = [_Sized(100), _Sized(100), _Sized(50), _Sized(10)]
     est = StructureSearchFlow(pick=pick, race_margin=margin)
-    chosen = est._race(entries, rows, np.zeros(4, dtype=bool), np.zeros(4), 0.0,
+    ranked = est._race(entries, rows, np.zeros(4, dtype=bool), np.zeros(4), 0.0,
                        ["alternating", "a", "b", "c"], _SizeTrainer())
-    assert chosen is entries[expected]
+    assert ranked[0] is entries[expected]
     assert [r["chosen"] for r in est.race_] == [i == expected for i in range(4)]
+    assert [r["n_members"] for r in est.race_] == [i == expected for i in range(4)]
+    # Then the others by race score (an ensemble's members, in turn).
+    rest = [r["score"] for r, g in zip(est.race_, entries) if g is not entries[expected]]
+    assert len(ranked) == 4
+    assert [est.race_[entries.index(g)]["score"] for g in ranked[1:]] == sorted(rest, reverse=True)
     assert est.best_score_ == pytest.approx(per_entry[expected].mean())
 
 
