@@ -49,8 +49,8 @@ print(f"train: {X_train.shape}, test: {X_test.shape}")
 # ``width_choices``). The search
 #
 # 1. sets aside a ``selection_fraction`` of the rows left after the
-#    early-stopping split: they train nothing; half of them rank the
-#    candidates of the evolution, the other half judge the final race;
+#    early-stopping split: they train no candidate of the evolution; half of
+#    them rank those candidates, and the race is never judged on them;
 # 2. trains the alternating masks, the *incumbent*, with the full budget; the
 #    optimizer steps it needed to reach its best validation score set the
 #    fitness budget (a ``fitness_budget`` fraction of them, all by default);
@@ -65,8 +65,8 @@ print(f"train: {X_train.shape}, test: {X_test.shape}")
 #    comparisons are paired;
 # 4. races ``n_finalists`` genomes (the fittest, then the fittest at most
 #    half the incumbent's size) against the incumbent: trained with the full
-#    budget under ``n_race_seeds`` seeds and compared row by row on the race
-#    rows, a challenger replaces the alternating masks only if it wins by
+#    budget in each of ``n_race_folds`` folds and compared row by row on the
+#    rows each fold left out (every row that did not rank them), a challenger replaces the alternating masks only if it wins by
 #    more than ``race_margin`` paired standard errors.
 #
 # The winner is then trained as :class:`~skflowsearch.CouplingFlow` trains,

@@ -252,41 +252,63 @@ class CandidateTrainer:
         for successive halving inside each group. Returns a :class:`Trained`
         whose arrays have a leading seed dimension.
         """
+        return self.cross_fit(genomes, [(self.Z_train, Z_select, seeds)], config=config,
+                              budget=budget, rungs=rungs)
+
+    def cross_fit(self, genomes, folds, *, config=None, budget=None, rungs=None):
+        """:meth:`train` on each fold ``(Z_train, Z_select, seeds)`` of ``folds``, in one parallel call.
+
+        Fold ``k`` trains on its own ``Z_train`` (early-stopping on the
+        trainer's ``Z_val``) under each of its seed pairs, and scores its own
+        ``Z_select``. Every fold has as many seed pairs; the result's rows are
+        the folds' rows side by side, its flags true where any fold's were,
+        its step counts the mean over folds.
+        """
         config = self.config if config is None else config
         groups = np.array_split(np.arange(len(genomes)), -(-len(genomes) // self.group_size))
         tasks, sizes = [], []
-        for seed, batch_seed in seeds:
-            for group in groups:
-                members = [genomes[j] for j in group]
-                structure = (
-                    np.stack([g.masks for g in members]),
-                    np.stack([g.active for g in members]),
-                    np.array([hidden_sizes(config.hidden_layer_sizes, self.width_choices, g.width)
-                              for g in members]),
-                )
-                group_budget = dict(budget or {})
-                if rungs is not None:
-                    group_budget["rungs"] = rungs(len(members))
-                device = self.devices[len(tasks) % len(self.devices)]
-                tasks.append((
-                    structure, self.Z_train, self.Z_val, Z_select,
-                    np.full(len(members), seed), batch_seed, config, device, group_budget,
-                ))
-                sizes.append(len(members))
-        outputs = self._run(tasks, sizes, len(Z_select))
+        for Z_train, Z_select, seeds in folds:
+            for seed, batch_seed in seeds:
+                for group in groups:
+                    members = [genomes[j] for j in group]
+                    structure = (
+                        np.stack([g.masks for g in members]),
+                        np.stack([g.active for g in members]),
+                        np.array([hidden_sizes(config.hidden_layer_sizes, self.width_choices, g.width)
+                                  for g in members]),
+                    )
+                    group_budget = dict(budget or {})
+                    if rungs is not None:
+                        group_budget["rungs"] = rungs(len(members))
+                    device = self.devices[len(tasks) % len(self.devices)]
+                    tasks.append((
+                        structure, Z_train, self.Z_val, Z_select,
+                        np.full(len(members), seed), batch_seed, config, device, group_budget,
+                    ))
+                    sizes.append(len(members))
+        outputs = self._run(tasks, sizes)
         for output in outputs:
             if output.error is not None:
                 self._warn(f"candidates could not be trained and are retried later: {output.error}")
 
-        def gather(field):
-            values = np.concatenate([getattr(o, field) for o in outputs])
-            return values.reshape(len(seeds), len(genomes), *values.shape[1:])
+        per_fold = len(outputs) // len(folds)
 
-        rows = gather("selection_log_prob")
-        return Trained(rows, gather("diverged"), np.isnan(rows).any(axis=-1), gather("n_steps"),
-                       gather("best_steps"))
+        def gather(field):  # (n_folds, n_seeds, n_genomes, ...) for one-dimensional fields
+            return [
+                np.concatenate([getattr(o, field) for o in outputs[k * per_fold:(k + 1) * per_fold]])
+                .reshape(len(seeds), len(genomes), *getattr(outputs[k * per_fold], field).shape[1:])
+                for k, (_, _, seeds) in enumerate(folds)
+            ]
 
-    def _run(self, tasks, sizes, n_select):
+        rows = np.concatenate(gather("selection_log_prob"), axis=-1)
+        if len(folds) == 1:
+            n_steps, best_steps = gather("n_steps")[0], gather("best_steps")[0]
+        else:
+            n_steps, best_steps = (np.mean(gather(f), axis=0) for f in ("n_steps", "best_steps"))
+        return Trained(rows, np.any(gather("diverged"), axis=0), np.isnan(rows).any(axis=-1),
+                       n_steps, best_steps)
+
+    def _run(self, tasks, sizes):
         """The output of ``train_group(*args)`` for every ``args`` of ``tasks``, in order.
 
         Task ``i`` carries device ``devices[i % len(devices)]``. If the
@@ -304,7 +326,7 @@ class CandidateTrainer:
             self._warn(f"a worker was lost ({type(exc).__name__}: {exc}); retrying its tasks one by one")
         # Device threads share this process: nothing is gained by retrying in others.
         retry_n_jobs = 1 if n_threads else n_jobs
-        return [self._retry(args, size, n_select, retry_n_jobs) for args, size in zip(tasks, sizes)]
+        return [self._retry(args, size, retry_n_jobs) for args, size in zip(tasks, sizes)]
 
     def _n_jobs(self):
         """``n_jobs``, or 1 inside a task of an enclosing joblib ``Parallel`` (warned once)."""
@@ -322,12 +344,13 @@ class CandidateTrainer:
             )
         return 1
 
-    def _retry(self, args, n_candidates, n_select, n_jobs):
+    def _retry(self, args, n_candidates, n_jobs):
         try:
             return Parallel(n_jobs=n_jobs)([delayed(self.train_group)(*args)])[0]
         except _PROGRAMMING_ERRORS:
             raise
         except Exception as exc:
+            n_select = len(args[3])  # the task's selection rows
             return GroupOutput(np.full((n_candidates, n_select), np.nan),
                                np.zeros(n_candidates, dtype=bool), np.zeros(n_candidates, dtype=int),
                                np.zeros(n_candidates, dtype=int),

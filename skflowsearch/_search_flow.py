@@ -36,12 +36,13 @@ class StructureSearchFlow(BaseFlow):
     1. *Rows*: the rows given to ``fit`` lose a ``validation_fraction`` that
        early-stops every training (the split of :class:`CouplingFlow`); of
        the rest, a ``selection_fraction`` becomes *selection rows*, which
-       never train or early-stop anything: half of them rank the
-       candidates of the evolution, the other half judge the race. The
-       others train the candidates (the search's normalizer is fitted on
-       those alone).
+       never train or early-stop the evolution's candidates: half of them
+       rank those candidates, the other half are race rows. The others
+       train the candidates (the search's normalizer is fitted on those
+       alone).
     2. *Incumbent first*: the alternating masks (``CouplingFlow()``'s) train
-       with the full budget, once per race seed. The steps they needed to
+       with the full budget in each fold of the race (``n_race_folds``)
+       under each race seed. The steps they needed to
        reach their best validation score set the fitness budget
        (``fitness_steps_``).
     3. *Evolution*: the initial population holds the
@@ -60,10 +61,12 @@ class StructureSearchFlow(BaseFlow):
        parents and children survive.
     4. *Final race*: ``n_finalists`` genomes of the likelihood-size Pareto
        front (the fittest, then the fittest at most half the incumbent's
-       size) train with the full budget under every race seed and are
-       compared row by row, paired, with the alternating masks on the race
-       rows. A challenger replaces the alternating masks only when it wins
-       by more than ``race_margin`` paired standard errors
+       size) train as the incumbent did, in each fold under every race
+       seed, and are compared row by row, paired, with the alternating
+       masks on the rows their fold left out: with the default three
+       folds, every row that did not rank them judges. A challenger
+       replaces the alternating masks only when it wins by more than
+       ``race_margin`` paired standard errors
        (``pick="best"``); with ``pick="smallest"``, the smallest entry
        within one standard error of that winner is taken.
 
@@ -109,17 +112,27 @@ class StructureSearchFlow(BaseFlow):
         ``1 / halving_factor`` of the fitness budget, the best
         ``1 / halving_factor`` of them the rest. 1 trains all fully.
     selection_fraction : float, default=0.3
-        Fraction of the non-validation rows held out to rank candidates (one
-        half) and to judge the race (the other half).
+        Fraction of the non-validation rows that train no candidate of the
+        evolution: one half ranks the candidates, the other half are race
+        rows (which judge the race alone when ``n_race_folds=1``).
     n_finalists : int, default=2
         Genomes of the evolution that race the alternating masks at the full
         budget.
-    n_race_seeds : int, default=2
-        Weight and minibatch seeds each race entry is trained with; its
-        score per selection row is the mean over them.
+    n_race_folds : int, default=3
+        Cross-fitting of the race. With k > 1 folds, the rows that did not
+        rank the finalists (the candidates' training rows and the race
+        rows) are cut in k parts; each entry trains k times, on the other
+        parts and the ranking rows, and scores the part left out, so that
+        every one of those rows judges the race (about 85% of the training
+        rows at the default ``selection_fraction``, instead of 15%). With
+        1, the entries train on the candidates' training rows and only the
+        race rows judge.
+    n_race_seeds : int, default=1
+        Weight and minibatch seeds each race entry is trained with in each
+        fold; its score per row is the mean over them.
     race_margin : float, default=2.0
         Paired standard errors by which a challenger must beat the
-        alternating masks on the race rows to replace them. A "win" carried
+        alternating masks on the rows that judge the race to replace them. A "win" carried
         by a single row (one heavy-tailed row makes the mean difference about
         one standard error, whatever its size) never clears 2.
     pick : {"best", "smallest"}, default="best"
@@ -210,7 +223,8 @@ validation_fraction, n_iter_no_change
         Hidden widths of the final flow's conditioners; of an ensemble, the
         pick's.
     best_score_ : float
-        Race score of the winner: mean log-likelihood of the race rows
+        Race score of the winner: mean log-likelihood of the rows that
+        judged the race, each scored by the runs that did not train on it
         (original space, mean over race seeds, minus the size penalty).
     race_ : list of dict
         One record per race entry (``entry``, ``n_layers``,
@@ -281,7 +295,8 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         halving_factor=3,
         selection_fraction=0.3,
         n_finalists=2,
-        n_race_seeds=2,
+        n_race_folds=3,
+        n_race_seeds=1,
         race_margin=2.0,
         pick="best",
         size_penalty=0.0,
@@ -326,6 +341,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.halving_factor = halving_factor
         self.selection_fraction = selection_fraction
         self.n_finalists = n_finalists
+        self.n_race_folds = n_race_folds
         self.n_race_seeds = n_race_seeds
         self.race_margin = race_margin
         self.pick = pick
@@ -373,6 +389,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         "halving_factor": [Interval(Integral, 1, None, closed="left")],
         "selection_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_finalists": [Interval(Integral, 0, None, closed="left")],
+        "n_race_folds": [Interval(Integral, 1, None, closed="left")],
         "n_race_seeds": [Interval(Integral, 1, None, closed="left")],
         "race_margin": [Interval(Real, 0, None, closed="left")],
         "pick": [StrOptions(set(_PICK_RULES))],
@@ -437,8 +454,10 @@ n_parameters_, device_, n_features_in_, feature_names_in_
             ) from exc
         Z_fit, Z_val, Z_rank, Z_race = map(normalizer, (X_fit, X_val, X_rank, X_race))
         log_det = normalizer.log_det
-        seeds = [int(s) for s in search_rng.integers(0, 2**62, size=2 * (1 + self.n_race_seeds))]
+        n_race_runs = self.n_race_folds * self.n_race_seeds
+        seeds = [int(s) for s in search_rng.integers(0, 2**62, size=2 * (1 + n_race_runs))]
         fitness_seeds, race_seeds = [tuple(seeds[:2])], list(zip(seeds[2::2], seeds[3::2]))
+        race_folds = self._race_folds(Z_fit, Z_rank, Z_race, race_seeds)
         evolution_rng = np.random.default_rng(search_rng.integers(2**63))
 
         widths = _width_choices(self.width_choices)
@@ -458,7 +477,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         saved = _load_checkpoint(self.checkpoint, fingerprint) or {}
         incumbent_runs = saved.get("incumbents")
         if incumbent_runs is None:
-            incumbent_runs = trainer.train(incumbents, race_seeds, Z_race)
+            incumbent_runs = trainer.cross_fit(incumbents, race_folds)
         save = None
         if self.checkpoint is not None:
             save = partial(_save_checkpoint, self.checkpoint, fingerprint, incumbent_runs)
@@ -490,7 +509,7 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         finalists = self._finalists(evaluations, incumbents, trainer)
         rows = incumbent_runs.selection_log_prob
         if finalists:
-            finalist_runs = trainer.train(finalists, race_seeds, Z_race)
+            finalist_runs = trainer.cross_fit(finalists, race_folds)
             runs = [incumbent_runs, finalist_runs]
             rows = np.concatenate([r.selection_log_prob for r in runs], axis=1)
             bad = np.concatenate([r.diverged | r.failed for r in runs], axis=1).any(axis=0)
@@ -510,6 +529,25 @@ n_parameters_, device_, n_features_in_, feature_names_in_
         self.evaluated_scores_ = np.array([score for _, score in evaluations], dtype=float)
         self.n_generations_ = len(history) - 1
         return [(g.real_masks(), hidden_sizes(config.hidden_layer_sizes, widths, g.width)) for g in ranked]
+
+    def _race_folds(self, Z_fit, Z_rank, Z_race, seeds):
+        """The race's folds ``(Z_train, Z_score, seeds)`` (see ``n_race_folds``).
+
+        ``seeds`` holds ``n_race_seeds`` pairs per fold. The normalizer stays
+        the one fitted on ``Z_fit``: a fixed affine map shared by every entry,
+        so it cannot favour one of them.
+        """
+        if self.n_race_folds == 1:
+            return [(Z_fit, Z_race, seeds)]
+        judged = np.concatenate([Z_race, Z_fit])  # both in the split's random order
+        k = min(self.n_race_folds, len(judged))
+        parts = [judged[i::k] for i in range(k)]
+        per_fold = self.n_race_seeds
+        return [
+            (np.concatenate([Z_rank] + parts[:i] + parts[i + 1:]), parts[i],
+             seeds[i * per_fold:(i + 1) * per_fold])
+            for i in range(k)
+        ]
 
     def _finalists(self, evaluations, incumbents, trainer):
         """Up to ``n_finalists`` genomes of the likelihood-size Pareto front, for the race.

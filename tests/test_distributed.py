@@ -84,15 +84,15 @@ def test_dask_backend_matches_single_process(dask_client, data, reference):
             search = StructureSearchFlow(**SEARCH_PARAMS).fit(data)
 
     # The candidate batches really ran on the cluster: the incumbent's and
-    # the finalists' runs (one batch per race seed each) and the evolution's.
+    # the finalists' runs (one batch per race fold and seed each) and the evolution's.
     per_batch = SEARCH_PARAMS["n_candidates_per_batch"]
-    n_race_seeds = reference.n_race_seeds
+    n_race_runs = reference.n_race_folds * reference.n_race_seeds
     n_finalists = sum(r["entry"].startswith("finalist") for r in reference.race_)
     n_incumbents = len(reference.race_) - n_finalists
     n_batches = (
-        n_race_seeds * -(-n_incumbents // per_batch)
+        n_race_runs * -(-n_incumbents // per_batch)
         + sum(-(-r["n_evaluations"] // per_batch) for r in reference.search_history_)
-        + (n_race_seeds * -(-n_finalists // per_batch) if n_finalists else 0)
+        + (n_race_runs * -(-n_finalists // per_batch) if n_finalists else 0)
     )
     assert n_batches >= 4
     # joblib may group calls into one dask task ("batch_of_<func>_<n>_calls").

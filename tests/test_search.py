@@ -441,3 +441,33 @@ def test_candidate_groups_go_to_the_devices_round_robin():
     trained = train(trainer, GENOMES, SEEDS)  # 3 groups x 2 seeds
     assert seen == ["gpu-a", "gpu-b", "gpu-a", "gpu-b", "gpu-a", "gpu-b"]
     assert trained.selection_log_prob.shape == (2, 5, len(Z_SELECT))
+
+
+def _fold_sizes(structure, Z_train, Z_val, Z_select, seeds, batch_seed, config, device, budget):
+    """A train_group whose rows hold the size of the task's training rows (its fold's mark),
+    whose n_steps is the seed, and which diverges where the training rows are fewest."""
+    n = len(structure[0])
+    return GroupOutput(np.full((n, len(Z_select)), float(len(Z_train))),
+                       np.full(n, len(Z_train) == 30), np.full(n, seeds[0]), np.zeros(n, dtype=int))
+
+
+def test_cross_fit_puts_the_folds_rows_side_by_side():
+    # Three folds of 40, 35 and 30 training rows scoring 3, 4 and 5 rows,
+    # two seed pairs each; group_size=2 cuts the 5 genomes into 3 groups.
+    folds = [(Z_TRAIN[:40], Z_SELECT[:3], [(1, 0), (2, 0)]),
+             (Z_TRAIN[:35], Z_SELECT[3:7], [(3, 0), (4, 0)]),
+             (Z_TRAIN[:30], Z_SELECT[:5], [(5, 0), (6, 0)])]
+    trainer = make_trainer(train_group=_fold_sizes, group_size=2, n_jobs=2)
+    trained = trainer.cross_fit(GENOMES, folds)
+    assert trained.selection_log_prob.shape == (2, len(GENOMES), 12)
+    expected = np.repeat([40.0, 35.0, 30.0], [3, 4, 5])
+    np.testing.assert_array_equal(trained.selection_log_prob, np.broadcast_to(expected, (2, 5, 12)))
+    assert trained.diverged.shape == (2, 5) and trained.diverged.all()  # the third fold diverged
+    assert not trained.failed.any()
+    np.testing.assert_array_equal(trained.n_steps, np.full((2, 5), [[3.0], [4.0]]))  # seeds' mean
+
+    # train() is one fold on the trainer's own training rows (Z_TRAIN, 40 rows).
+    single = trainer.cross_fit(GENOMES, folds[:1])
+    alone = trainer.train(GENOMES, folds[0][2], folds[0][1])
+    for field in ("selection_log_prob", "diverged", "failed", "n_steps", "best_steps"):
+        np.testing.assert_array_equal(getattr(single, field), getattr(alone, field))

@@ -35,15 +35,16 @@ def uninterrupted(X):
 
 @pytest.fixture
 def train_calls(monkeypatch):
-    """Every CandidateTrainer.train call of the test: (n_genomes, n_seeds, has a step budget)."""
+    """Every training call of the test (``CandidateTrainer.cross_fit``, which ``train`` calls):
+    (n_genomes, n_folds, has a step budget)."""
     calls = []
-    original = CandidateTrainer.train
+    original = CandidateTrainer.cross_fit
 
-    def train(self, genomes, seeds, *args, budget=None, **kwargs):
-        calls.append((len(genomes), len(seeds), bool(budget)))
-        return original(self, genomes, seeds, *args, budget=budget, **kwargs)
+    def cross_fit(self, genomes, folds, *args, budget=None, **kwargs):
+        calls.append((len(genomes), len(folds), bool(budget)))
+        return original(self, genomes, folds, *args, budget=budget, **kwargs)
 
-    monkeypatch.setattr(CandidateTrainer, "train", train)
+    monkeypatch.setattr(CandidateTrainer, "cross_fit", cross_fit)
     return calls
 
 

@@ -120,6 +120,7 @@ def test_defaults_of_the_new_design():
     assert params["validation_fraction"] == CouplingFlow().validation_fraction == 0.1
     assert params["mutation_rate"] == "auto"
     assert params["pick"] == "best" and params["race_margin"] == 2.0
+    assert params["n_race_folds"] == 3 and params["n_race_seeds"] == 1
     for removed in ("fitness_epochs", "mutation_proba", "refit"):
         assert removed not in params
         with pytest.raises(TypeError, match=removed):
@@ -672,3 +673,45 @@ def test_one_race_row_cannot_clear_the_margin():
     per_row = np.array([[0.0], [5.0]])
     difference, error = _paired(per_row, per_row[0])
     assert difference[1] == 5.0 and np.isinf(error[1])
+
+
+def _rows(*arrays):
+    return {tuple(row) for a in arrays for row in np.round(a, 12)}
+
+
+@pytest.mark.parametrize("n_race_folds", [1, 3])
+def test_race_is_judged_on_rows_that_did_not_rank_the_finalists(X, n_race_folds, monkeypatch):
+    calls = []
+    real = search_module.CandidateTrainer.cross_fit
+
+    def spy(self, genomes, folds, **kwargs):
+        calls.append((self.Z_train, folds))
+        return real(self, genomes, folds, **kwargs)
+
+    monkeypatch.setattr(search_module.CandidateTrainer, "cross_fit", spy)
+    search = tiny(n_race_folds=n_race_folds, n_race_seeds=2, n_finalists=1).fit(X)
+    fitness = [folds[0] for _, folds in calls if folds[0][2] != calls[0][1][0][2]]
+    races = [(Z_fit, folds) for Z_fit, folds in calls if folds[0][2] == calls[0][1][0][2]]
+    assert fitness and len(races) == 2  # the incumbent's race runs, then the finalist's
+    rank = _rows(fitness[0][1])
+    assert all(_rows(Z_select) == rank for _, Z_select, _ in fitness)  # the evolution ranks on them
+    (Z_fit, folds), (_, finalist_folds) = races
+    assert [f[1].tolist() for f in finalist_folds] == [f[1].tolist() for f in folds]  # paired
+    assert len(folds) == n_race_folds
+    assert all(len(seeds) == 2 for _, _, seeds in folds)
+    judged = [_rows(Z_score) for _, Z_score, _ in folds]
+    assert not any(rows & rank for rows in judged)
+    assert sum(map(len, judged)) == len(set().union(*judged))  # each judged row once
+    if n_race_folds == 1:
+        (Z_train, _, _), = folds
+        assert _rows(Z_train) == _rows(Z_fit)  # the candidates' own training rows
+        assert not judged[0] & _rows(Z_fit)  # and the race rows apart
+    else:
+        # The folds cut the candidates' training rows and the race rows: each
+        # fold trains on all the others, the ranking rows included.
+        everything = _rows(folds[0][0]) | judged[0]
+        assert set().union(*judged) == everything - rank
+        assert _rows(Z_fit) < everything - rank
+        for (Z_train, _, _), rows in zip(folds, judged):
+            assert _rows(Z_train) == everything - rows
+    assert search.race_[0]["entry"] == "alternating"
