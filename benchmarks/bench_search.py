@@ -121,6 +121,9 @@ def run_split(name, split, quick, baselines, search_params=None, ensemble=None):
         # validation rows: the epoch at which the searched one first reaches
         # the alternating flow's best validation score (None: never).
         "epochs_to_match": _first_epoch_at(search.validation_scores_, flow.best_validation_score_),
+        # Differences and standard errors of the race: other margins can be replayed from them.
+        "race": [{key: r[key] for key in ("entry", "score", "difference", "standard_error", "chosen")}
+                 for r in search.race_],
     }
     record["search smallest"] = {"test": smallest.score(X_test), "n_parameters": int(smallest.n_parameters_)}
     if baselines:

@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import (
     bench_csv,
+    bench_fitness_tau,
     bench_generation,
     bench_mixture_training,
     bench_parallel,
@@ -225,11 +226,31 @@ def test_bench_search_quick(capsys, tmp_path):
     assert all(r["race ensemble"]["n_estimators"] == 2 and np.isfinite(r["seed ensemble"]["test"])
                for r in records)
     assert len(results.read_text().splitlines()) == 2
+    for r in records:  # the race is stored, to replay other margins: one pick, alternating first
+        assert r["search"]["race"][0]["entry"] == "alternating" and r["search"]["race"][0]["difference"] == 0
+        assert [e["chosen"] for e in r["search"]["race"]].count(True) == 1
     # A rerun reads the file and trains nothing new.
     assert bench_search.main(argv) == 0
     assert len(results.read_text().splitlines()) == 2
     rows = re.findall(r"^\| iris \| \d+x\d+ \| 2 \| ([+-][\d.]+) \[", capsys.readouterr().out, flags=re.MULTILINE)
     assert len(rows) == 1
+
+
+@pytest.mark.parametrize("mode", [[], ["--race"]], ids=["genomes", "race"])
+def test_bench_fitness_tau_quick(capsys, monkeypatch, mode):
+    # Fresh settings dicts: main() fills them, and the module outlives the test.
+    monkeypatch.setattr(bench_fitness_tau, "SEARCH_PARAMS", {})
+    monkeypatch.setattr(bench_fitness_tau, "FLOW_PARAMS", {})
+    # In race mode the script refits the race's pick and raises unless it
+    # scores the test rows as the search's own final flow does.
+    assert bench_fitness_tau.main(["--quick", "--datasets", "iris", "--splits", "0", "1", *mode]) == 0
+    out = capsys.readouterr().out
+    assert _tables(out) == 1
+    if mode:
+        row = re.search(r"^\| iris \| 2 \| (\d+) \| .* \| ([012]) / 2 \| [+-][\d.]+ \[.*\] \| \+[\d.]+ \[", out, flags=re.MULTILINE)
+        assert row is not None and int(row.group(1)) <= 2 * 2  # at most n_finalists per split
+    else:
+        assert re.search(r"^\| iris \| -?[\d.]+ / -?[\d.]+ \| -?[\d.]+ \|$", out, flags=re.MULTILINE)
 
 
 def test_bench_mixture_training_quick(capsys):
