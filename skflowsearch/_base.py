@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Density
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._device import resolve_device, resolve_devices
 from ._bijections import BIJECTIONS
@@ -484,7 +484,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             finite = np.isfinite(Z).all(axis=1)
             out = np.full(finite.shape[0], -np.inf)
             out[finite] = self._in_chunks(lambda rows: ensemble_log_prob(self.flow_.log_prob(rows)), Z[finite])
-            total = total + out
+            # Finite rows near the float64 limit can overflow inside the flow (inf - inf).
+            total = total + np.where(np.isnan(out), -np.inf, out)
         total = total / len(self.dequantization_offsets_) + self.input_log_det_
         if self.dependent_model_ is not None:
             total = total + self.dependent_model_.log_prob(X)
@@ -585,7 +586,14 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         -------
         X_original : ndarray of shape (n_samples, n_features)
         """
-        latent = self._validated(X)
+        # Latent rows: their columns are not the fit's features, so names are not checked.
+        check_is_fitted(self)
+        latent = check_array(X, dtype=np.float64)
+        if latent.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {latent.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
         self._check_one_flow("inverse_transform")
         Z = self.flow_.base.from_normal(latent[:, ~self.dependent_features_])
         X_modeled = self._denormalize(
@@ -769,6 +777,8 @@ def _check_numeric_columns(X):
 
     def numeric(column):
         # Object columns that hold numbers convert, as validate_data would.
+        if pd.api.types.is_datetime64_any_dtype(column) or pd.api.types.is_timedelta64_dtype(column):
+            return False  # to_numeric would read them as nanoseconds
         if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
             return True
         converted = pd.to_numeric(column, errors="coerce")

@@ -1,5 +1,6 @@
 """``CouplingFlow``: a coupling flow with fixed masks."""
 
+import numpy as np
 from sklearn.utils._param_validation import StrOptions
 
 from ._base import BaseFlow
@@ -29,7 +30,10 @@ class CouplingFlow(BaseFlow):
         the features, then the second, in turn; ``"random"`` on a random half
         per layer (seeded by ``random_state``). An array gives the masks
         explicitly, and then ``n_layers`` is ignored; every row needs at least
-        one True and one False.
+        one True and one False. Where columns are derived
+        (``dependent_features_``), the flow models the others: the array's
+        entries for derived columns are dropped (or the array may cover the
+        modeled columns only).
     n_layers : int, default=8
         Number of coupling layers for the built-in masks.
     hidden_layer_sizes : tuple of int, default=(64, 64)
@@ -331,5 +335,20 @@ class CouplingFlow(BaseFlow):
             )
 
     def _choose_structure(self, X_train, X_val, start, rng, devices):
-        masks = make_masks(self.masks, self.n_layers, X_train.shape[1], rng)
+        spec = self.masks
+        derived = np.flatnonzero(self.dependent_features_).tolist()
+        if derived and not isinstance(spec, str):
+            spec = np.asarray(spec)
+            if spec.ndim == 2 and spec.shape[1] == self.n_features_in_:
+                spec = spec[:, ~self.dependent_features_]
+        try:
+            masks = make_masks(spec, self.n_layers, X_train.shape[1], rng)
+        except ValueError as exc:
+            if not derived or isinstance(spec, str):
+                raise
+            raise ValueError(
+                f"{exc} Column(s) {derived} of X are derived (linear functions of the others, "
+                f"see dependent_features_): the masks act on the other {X_train.shape[1]} "
+                f"columns; an array of width {self.n_features_in_} has its derived columns dropped."
+            ) from exc
         return [(masks, check_hidden_layer_sizes(self.hidden_layer_sizes))]

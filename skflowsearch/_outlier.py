@@ -250,11 +250,12 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         Returns
         -------
         labels : ndarray of shape (n_samples,), dtype=int
-            -1 where ``decision_function(X) < 0``, else +1.
+            -1 where ``decision_function(X) < 0`` (or NaN, which a wrapped
+            estimator may return), else +1.
         """
         decision = self.decision_function(X)
         labels = np.ones(decision.shape[0], dtype=int)
-        labels[decision < 0] = -1
+        labels[~(decision >= 0)] = -1
         return labels
 
     def __sklearn_tags__(self):

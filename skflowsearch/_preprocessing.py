@@ -164,8 +164,10 @@ def _standardize(X, *, robust, whiten):
     constant = np.flatnonzero(relative_scale <= _MIN_RELATIVE_SPREAD)
     if constant.size:
         raise ValueError(
-            f"column(s) {constant.tolist()} of X are constant; a density over them is "
-            "degenerate. Drop them (e.g. with sklearn.feature_selection.VarianceThreshold)."
+            f"column(s) {constant.tolist()} of X are constant on the {X.shape[0]} rows the "
+            "normalization is fitted on (the training rows: a column with a few other values can "
+            "be constant there); a density over them is degenerate. Drop them (e.g. with "
+            "sklearn.feature_selection.VarianceThreshold)."
         )
     if robust:
         lower, location, upper = np.percentile(X_unit, [25, 50, 75], axis=0)
@@ -236,8 +238,16 @@ def dependent_columns(X):
     rows beyond 10 robust standard deviations in some column (an exact
     dependence holds on the others too, and far outliers would hide it);
     with no more rows than columns nothing can be told apart from chance,
-    and nothing is reported.
+    and nothing is reported. A column that is constant on the rows left
+    (zero, say, but for a few far values) takes no part.
     """
+    Z, varying = _robust_units(X)
+    found = _dependences(Z)
+    return [([int(varying[i]) for i in columns], int(varying[derived])) for columns, derived in found]
+
+
+def _robust_units(X):
+    """``(Z, varying)``: the columns of ``X`` that vary, robustly standardized, and their indices."""
     peak = np.max(np.abs(X), axis=0)
     X_unit = X / np.where(peak > 0, peak, 1.0)
     # Constant columns are left to the normalizer, which rejects them.
@@ -246,18 +256,25 @@ def dependent_columns(X):
     lower, upper = np.percentile(X_unit, [25, 75], axis=0)
     spread = (upper - lower) / (2 * _NORMAL_QUARTILE)
     spread = np.where(spread > _MIN_RELATIVE_SPREAD, spread, X_unit.std(axis=0))
-    found = _dependences((X_unit - np.median(X_unit, axis=0)) / spread)
-    return [([int(varying[i]) for i in columns], int(varying[derived])) for columns, derived in found]
+    return (X_unit - np.median(X_unit, axis=0)) / spread, varying
+
+
+def _dependence_rows(Z):
+    """Bool mask of the rows of standardized ``Z`` that the dependence test reads."""
+    inliers = (np.abs(Z) <= _DEPENDENCE_INLIER).all(axis=1)
+    if inliers.sum() <= Z.shape[1]:
+        return np.ones(Z.shape[0], dtype=bool)
+    return inliers
 
 
 def _dependences(Z, *, first_only=False):
     """:func:`dependent_columns` on robustly standardized columns ``Z``."""
-    inliers = Z[(np.abs(Z) <= _DEPENDENCE_INLIER).all(axis=1)]
-    if inliers.shape[0] <= Z.shape[1]:
-        inliers = Z
+    inliers = Z[_dependence_rows(Z)]
     if inliers.shape[0] <= Z.shape[1]:
         return []
-    found, kept = [], list(range(Z.shape[1]))
+    # A column constant on these rows (its other values all far out) has no
+    # correlation with the others: it takes no part in a dependence.
+    found, kept = [], [int(j) for j in np.flatnonzero(np.ptp(inliers, axis=0) > 0)]
     while len(kept) > 1:
         eigenvalues, eigenvectors = np.linalg.eigh(np.corrcoef(inliers[:, kept], rowvar=False))
         if eigenvalues[0] > _MIN_CORRELATION_EIGENVALUE:
@@ -274,6 +291,13 @@ def _dependences(Z, *, first_only=False):
 # Width of the Gaussian a derived column gets around its linear prediction, in
 # units of the column's standard deviation (LinearResidual).
 DEPENDENT_WIDTH = 1e-3
+# LinearResidual.fit: at most this many least-squares fits, each on the rows
+# the previous one left within 10 robust standard deviations (median absolute
+# deviation times _MAD_TO_SD) of the hyperplane; residuals below _ROUND_OFF
+# times the derived column's standard deviation count as on it.
+_RELATION_REFITS = 4
+_MAD_TO_SD = 1.4826
+_ROUND_OFF = 1e-9
 
 
 @dataclass(frozen=True, eq=False)
@@ -281,10 +305,13 @@ class LinearResidual:
     """Derived columns given the others: ``x_D = intercept + x_K @ coef + scale * e``, ``e ~ N(0, I)``.
 
     ``derived`` is the bool mask of the columns ``D``; ``K`` are the others.
-    The model is fitted by least squares on training rows, and ``scale`` is
-    ``DEPENDENT_WIDTH`` times each derived column's standard deviation: rows
-    on the training rows' hyperplane score a high, finite density there, rows
-    off it a very low one.
+    The model is fitted by least squares on the training rows that hold the
+    relation: those the dependence test reads (see :func:`dependent_columns`),
+    less the rows whose residual is beyond 10 robust standard deviations of
+    the residuals (a mistyped total, say), refitted until they settle.
+    ``scale`` is ``DEPENDENT_WIDTH`` times each derived column's standard
+    deviation on those rows: rows on the hyperplane score a high, finite
+    density there, rows off it a very low one.
     """
 
     derived: np.ndarray
@@ -294,10 +321,21 @@ class LinearResidual:
 
     @classmethod
     def fit(cls, X, derived):
-        kept = ~derived
-        design = np.c_[np.ones(X.shape[0]), X[:, kept]]
-        solution, *_ = np.linalg.lstsq(design, X[:, derived], rcond=None)
-        width = DEPENDENT_WIDTH * X[:, derived].std(axis=0)
+        design = np.c_[np.ones(X.shape[0]), X[:, ~derived]]
+        target = X[:, derived]
+        rows = _dependence_rows(_robust_units(X)[0])
+        for _ in range(_RELATION_REFITS):
+            solution, *_ = np.linalg.lstsq(design[rows], target[rows], rcond=None)
+            residual = target - design @ solution
+            centre = np.median(residual[rows], axis=0)
+            spread = _MAD_TO_SD * np.median(np.abs(residual[rows] - centre), axis=0)
+            # Round-off is on the hyperplane, whatever the spread of the residuals.
+            spread = np.maximum(spread, _ROUND_OFF * target[rows].std(axis=0))
+            holds = (np.abs(residual - centre) <= _DEPENDENCE_INLIER * spread).all(axis=1)
+            if holds.sum() <= design.shape[1] or (holds == rows).all():
+                break
+            rows = holds
+        width = DEPENDENT_WIDTH * target[rows].std(axis=0)
         return cls(derived.copy(), solution[0], solution[1:], width)
 
     def to_normal(self, X):

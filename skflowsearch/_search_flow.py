@@ -442,6 +442,13 @@ n_parameters_, device_, n_features_in_, feature_names_in_
     # --- the search ----------------------------------------------------------------
 
     def _choose_structure(self, X_train, X_val, start, rng, devices):
+        if X_train.shape[1] < 2:
+            derived = np.flatnonzero(self.dependent_features_).tolist()
+            raise ValueError(
+                f"{type(self).__name__}: column(s) {derived} of X are linear functions of the "
+                f"others (see dependent_features_), which leaves {X_train.shape[1]} column for the "
+                "flow: there are no masks to search. Use CouplingFlow for such a table."
+            )
         (seed,) = draw_seeds(rng, 1)
         search_rng = np.random.default_rng(seed)
         X_fit, X_rank, X_race = self._split_selection(X_train, search_rng)

@@ -615,3 +615,16 @@ def test_convergence_warning_when_max_epochs_ends_the_training():
         flow = CouplingFlow(n_layers=2, hidden_layer_sizes=(8,), max_epochs=200, n_iter_no_change=1,
                             learning_rate=0.05, random_state=0).fit(X)
     assert flow.n_epochs_ < 200
+
+
+def test_inverse_transform_reads_latent_rows_without_the_fit_feature_names(fitted_transformer):
+    # The latent columns are not the fit's features: a pandas round trip and
+    # a plain array both work, without a feature-name warning (as PCA's).
+    pd = pytest.importorskip("pandas")
+    flow, X = fitted_transformer
+    frame = clone(flow).set_output(transform="pandas").fit(pd.DataFrame(X, columns=list("abc")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        back = frame.inverse_transform(frame.transform(pd.DataFrame(X[:5], columns=list("abc"))))
+        np.testing.assert_allclose(back, X[:5], rtol=1e-10, atol=1e-10)
+        np.testing.assert_array_equal(frame.inverse_transform(np.zeros((1, 3))), flow.inverse_transform(np.zeros((1, 3))))

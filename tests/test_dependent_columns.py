@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow
-from skflowsearch._preprocessing import DEPENDENT_WIDTH, dependent_columns
+from skflowsearch._preprocessing import DEPENDENT_WIDTH, LinearResidual, dependent_columns
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -112,3 +112,61 @@ def test_search_with_dependent_columns():
                                      n_race_seeds=1, **TINY).fit(X)
     assert search.evaluated_masks_.shape[2] == 4 and search.masks_.shape[1] == 4
     assert np.isfinite(search.score(X))
+
+
+def test_a_column_constant_but_for_a_far_value_takes_no_part():
+    # Zero but for one far value (a rare refund): constant on the rows the
+    # test reads, it has no correlation; a copy of another column is still found.
+    rng = np.random.RandomState(0)
+    X = np.c_[rng.normal(size=(200, 2)), np.zeros(200)]
+    X[17, 2] = 2.5
+    assert dependent_columns(X) == []
+    assert [d for _, d in dependent_columns(np.c_[X, 2.0 * X[:, 0]])] == [3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        flow = CouplingFlow(**TINY).fit(X)  # row 17 is among the training rows (random_state=0)
+    assert np.isfinite(flow.score_samples(X[:20])).all()
+
+
+def test_the_relation_is_fitted_on_the_rows_that_hold_it():
+    # total = a + b, mistyped on 1% of the rows (far off); on another 1% a is
+    # far out (beyond the rows the dependence test reads) but the total right.
+    rng = np.random.RandomState(0)
+    A = rng.normal(size=(400, 2))
+    A[4:8, 0] = 30.0
+    X = np.c_[A, A.sum(axis=1)]
+    X[:4, 2] += 50.0
+    derived = np.array([False, False, True])
+    model = LinearResidual.fit(X, derived)
+    np.testing.assert_allclose(model.coef[:, 0], [1.0, 1.0], atol=1e-10)
+    np.testing.assert_allclose(model.intercept, [0.0], atol=1e-10)
+    # Its width is that of the rows that hold the relation, the far ones included.
+    np.testing.assert_allclose(model.scale, DEPENDENT_WIDTH * X[4:, 2].std(), rtol=1e-12)
+    np.testing.assert_allclose(model.log_prob(X[4:]), LinearResidual.fit(X[4:], derived).log_prob(X[4:]),
+                               rtol=1e-6)
+    assert np.all(model.log_prob(X[:4]) < model.log_prob(X[4:]).min() - 1000)
+    with pytest.warns(UserWarning, match=r"column 2 is a linear function of columns \[0, 1\]"):
+        flow = CouplingFlow(**TINY).fit(X)
+    assert np.median(flow.score_samples(X[8:])) > -10.0
+
+
+def test_array_masks_may_cover_every_column_or_the_modeled_ones():
+    X = table(200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        modeled = CouplingFlow(masks=[[1, 1, 0, 0], [0, 0, 1, 1]], **TINY).fit(X)
+        full = CouplingFlow(masks=[[1, 1, 0, 0, 1, 0], [0, 0, 1, 1, 0, 1]], **TINY).fit(X)
+        np.testing.assert_array_equal(full.masks_, modeled.masks_)
+        np.testing.assert_array_equal(full.score_samples(X), modeled.score_samples(X))
+        with pytest.raises(ValueError, match=r"Column\(s\) \[4, 5\] of X are derived .* the masks act on the other 4 columns"):
+            CouplingFlow(masks=[[1, 0, 0], [0, 1, 1]], **TINY).fit(X)
+
+
+def test_search_refuses_a_table_left_with_one_modeled_column():
+    x = np.random.RandomState(0).normal(size=200)
+    X = np.c_[x, 3.0 * x + 1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert np.isfinite(CouplingFlow(**TINY).fit(X).score(X))
+        with pytest.raises(ValueError, match=r"column\(s\) \[1\] of X are linear functions .* no masks to search"):
+            StructureSearchFlow(population_size=2, n_offspring=2, n_generations=1, **TINY).fit(X)

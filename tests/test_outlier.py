@@ -297,3 +297,34 @@ def test_clone_and_pickle(gaussian_data):
     )
     np.testing.assert_array_equal(restored.predict(gaussian_data), detector.predict(gaussian_data))
     assert restored.offset_ == detector.offset_
+
+
+class _NaNAtTheEdge(KernelDensity):
+    """A density that returns NaN for rows with a coordinate beyond 10, as an overflowing model may."""
+
+    def score_samples(self, X):
+        X = np.asarray(X, dtype=float)
+        return np.where(np.abs(X).max(axis=1) > 10.0, np.nan, super().score_samples(X))
+
+
+def test_a_nan_score_is_an_outlier(gaussian_data):
+    detector = FlowOutlierDetector(_NaNAtTheEdge(bandwidth=0.5)).fit(gaussian_data)
+    rows = [[0.0, 0.0, 0.0], [20.0, 0.0, 0.0]]
+    assert np.isnan(detector.decision_function(rows)[1])
+    np.testing.assert_array_equal(detector.predict(rows), [1, -1])
+    # A flow scores rows that overflow inside it -inf, not NaN.
+    flow = CouplingFlow(n_layers=2, hidden_layer_sizes=(8,), max_epochs=3, random_state=0)
+    flow.fit(np.random.RandomState(0).normal(size=(200, 3)))
+    extreme = [[-1e308, 1e308, -1e308], [1e308, 1e308, -1e308]]
+    np.testing.assert_array_equal(flow.score_samples(extreme), [-np.inf, -np.inf])
+
+
+def test_date_and_duration_columns_are_named_non_numeric(gaussian_data):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(gaussian_data[:50], columns=list("abc"))
+    frame["when"] = pd.date_range("2026-01-01", periods=50)
+    with pytest.raises(ValueError, match=r"X has non-numeric column\(s\) \['when'\]"):
+        CouplingFlow().fit(frame)
+    frame["when"] = frame["when"] - frame["when"].iloc[0]
+    with pytest.raises(ValueError, match=r"X has non-numeric column\(s\) \['when'\]"):
+        CouplingFlow().fit(frame)
