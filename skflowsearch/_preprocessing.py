@@ -324,7 +324,7 @@ class LinearResidual:
         design = np.c_[np.ones(X.shape[0]), X[:, ~derived]]
         target = X[:, derived]
         rows = _dependence_rows(_robust_units(X)[0])
-        for _ in range(_RELATION_REFITS):
+        for refit in range(_RELATION_REFITS):
             solution, *_ = np.linalg.lstsq(design[rows], target[rows], rcond=None)
             residual = target - design @ solution
             centre = np.median(residual[rows], axis=0)
@@ -332,8 +332,8 @@ class LinearResidual:
             # Round-off is on the hyperplane, whatever the spread of the residuals.
             spread = np.maximum(spread, _ROUND_OFF * target[rows].std(axis=0))
             holds = (np.abs(residual - centre) <= _DEPENDENCE_INLIER * spread).all(axis=1)
-            if holds.sum() <= design.shape[1] or (holds == rows).all():
-                break
+            if holds.sum() <= design.shape[1] or (holds == rows).all() or refit == _RELATION_REFITS - 1:
+                break  # rows: those of the last fit
             rows = holds
         width = DEPENDENT_WIDTH * target[rows].std(axis=0)
         return cls(derived.copy(), solution[0], solution[1:], width)
