@@ -28,6 +28,14 @@ for a random ranking).
 more than the share ``S`` of the rows: on pima (``--datasets pima
 --max-value-share 0.25``) the two columns that code missing entries as 0.
 
+``--missing-as-nan`` turns the codes of ``datasets_extra.MISSING_CODES``
+(pima's zeros where 0 cannot be a value) into NaN: the flows leave such rows
+out of their fit and score them by their marginal density, which
+``FlowOutlierDetector`` ranks among training rows with the same entries
+missing; IsolationForest takes NaN as it is; GMM and LOF see the column
+medians in their place (``SimpleImputer``, which changes nothing on complete
+tables).
+
 ``--derived`` appends to every table the difference of its first two
 columns, as real tables often carry (a balance, a change): a column that is
 a linear function of others, which the flows model as a narrow Gaussian
@@ -49,6 +57,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 import numpy as np  # noqa: E402
 from sklearn.base import BaseEstimator, DensityMixin  # noqa: E402
 from sklearn.ensemble import IsolationForest  # noqa: E402
+from sklearn.impute import SimpleImputer  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 from sklearn.mixture import GaussianMixture  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
@@ -101,10 +110,11 @@ def make_detector(name, seed, budget):
     if name == "flow_one":
         return FlowOutlierDetector(CouplingFlow(masks="alternating", n_components=1, **flow))
     if name == "gmm":
-        return make_pipeline(StandardScaler(), FlowOutlierDetector(BICGaussianMixture(random_state=seed)))
+        return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
+                             FlowOutlierDetector(BICGaussianMixture(random_state=seed)))
     if name == "iforest":
         return IsolationForest(random_state=seed)
-    return make_pipeline(StandardScaler(), LocalOutlierFactor(novelty=True))
+    return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LocalOutlierFactor(novelty=True))
 
 
 def split(X, is_outlier, seed):
@@ -113,15 +123,16 @@ def split(X, is_outlier, seed):
         X, is_outlier, test_size=0.4, stratify=is_outlier, random_state=seed
     )
     X_train = X_train[~out_train]
-    varies = np.ptp(X_train, axis=0) > 0
+    varies = np.nanmax(X_train, axis=0) > np.nanmin(X_train, axis=0)
     return X_train[:, varies], X_test[:, varies], out_test
 
 
-def evaluate(name, seeds, budget, detectors=DETECTORS, derived=False, max_value_share=None):
+def evaluate(name, seeds, budget, detectors=DETECTORS, derived=False, max_value_share=None, missing_as_nan=False):
     """Per detector: lists over seeds of (ROC AUC, average precision, fit seconds)."""
     results = {d: [] for d in detectors}
     for seed in seeds:
-        X, is_outlier = load_outlier_table(name, random_state=seed, max_value_share=max_value_share)
+        X, is_outlier = load_outlier_table(name, random_state=seed, max_value_share=max_value_share,
+                                           missing_as_nan=missing_as_nan)
         X_train, X_test, out_test = split(X, is_outlier, seed)
         if derived:
             X_train, X_test = (np.c_[part, part[:, 0] - part[:, 1]] for part in (X_train, X_test))
@@ -149,6 +160,8 @@ def main(argv=None):
                         help="append the difference of the first two columns to every table")
     parser.add_argument("--max-value-share", type=float, default=None,
                         help="drop the columns whose most frequent value holds more than this share of the rows")
+    parser.add_argument("--missing-as-nan", action="store_true",
+                        help="code the missing entries of datasets_extra.MISSING_CODES as NaN")
     args = parser.parse_args(argv)
     detectors = args.detectors
     if not keel_available():
@@ -165,7 +178,8 @@ def main(argv=None):
     for name in datasets:
         # One BLAS/OpenMP thread, as in bench_quality.py (the flows pin torch to one).
         with threadpool_limits(1):
-            results = evaluate(name, seeds, budget, detectors, args.derived, args.max_value_share)
+            results = evaluate(name, seeds, budget, detectors, args.derived, args.max_value_share,
+                               args.missing_as_nan)
         X, is_outlier = load_outlier_table(name, max_value_share=args.max_value_share)
         head = [name, f"{X.shape[0]}x{X.shape[1] + int(args.derived)}", f"{is_outlier.mean():.2f}"]
         auc_rows.append(head + [format_pm([r[0] for r in results[d]], 3) for d in detectors])
@@ -180,7 +194,9 @@ def main(argv=None):
           "-log-density); GMM and LOF see standardized columns."
           + (" Every table has one more column: the difference of its first two." if args.derived else "")
           + (f" Columns whose most frequent value holds more than {args.max_value_share:.0%} of the rows "
-             "are dropped." if args.max_value_share is not None else ""))
+             "are dropped." if args.max_value_share is not None else "")
+          + (" Missing entries coded as values are NaN (datasets_extra.MISSING_CODES)."
+             if args.missing_as_nan else ""))
     print(machine_line() + "\n")
     print("### ROC AUC\n")
     print(markdown_table(headers, auc_rows))

@@ -64,6 +64,10 @@ KEEL_DATASETS = ("segment", "phoneme", "texture", "penbased", "letter")
 #: recipes: ionosphere 351 x 33 ("b", bad radar returns), pima 768 x 8
 #: ("tested_positive"), wisconsin 683 x 9 ("4", malignant; ODDS' breastw).
 OUTLIER_DATASETS = {"ionosphere": "b", "pima": "tested_positive", "wisconsin": "4"}
+#: Columns of an outlier table whose 0 codes a missing entry: pima's glucose,
+#: blood pressure, skin fold, insulin and body mass index, none of which can
+#: be 0 (UCI's notes on the table; 0 pregnancies is a value).
+MISSING_CODES = {"pima": (1, 2, 3, 4, 5)}
 
 
 def drop_few_valued_columns(X, min_unique=MIN_UNIQUE):
@@ -145,7 +149,8 @@ def _read_keel(name):
 
 def _dequantize_integer_columns(X, rng):
     """Add uniform noise on ``[0, 1)`` to the columns whose values are all integers."""
-    integer = np.all(X == np.round(X), axis=0)
+    # NaN (a missing entry) neither makes a column non-integer nor moves.
+    integer = np.all((X == np.round(X)) | np.isnan(X), axis=0)
     if integer.any():
         X[:, integer] += rng.uniform(0.0, 1.0, size=(X.shape[0], int(integer.sum())))
     return X
@@ -169,7 +174,7 @@ def load_keel(name, *, max_rows=5000, min_unique=MIN_UNIQUE, random_state=0):
     return np.ascontiguousarray(X)
 
 
-def load_outlier_table(name, random_state=0, max_value_share=None):
+def load_outlier_table(name, random_state=0, max_value_share=None, missing_as_nan=False):
     """Features and outlier labels of an outlier-detection table (ODDS recipes).
 
     ``name`` is one of :data:`OUTLIER_DATASETS`: the class given there is the
@@ -178,7 +183,8 @@ def load_outlier_table(name, random_state=0, max_value_share=None):
     can tell outliers apart. With ``max_value_share``, the columns whose most
     frequent value holds more than that share of the rows are dropped as well
     (pima codes missing entries as 0: skin thickness in 29.6% of the rows,
-    insulin in 48.7%).
+    insulin in 48.7%). With ``missing_as_nan``, the codes of
+    :data:`MISSING_CODES` become NaN first.
 
     Returns
     -------
@@ -188,6 +194,9 @@ def load_outlier_table(name, random_state=0, max_value_share=None):
     if name not in OUTLIER_DATASETS:
         raise ValueError(f"unknown outlier table {name!r}; known: {', '.join(OUTLIER_DATASETS)}")
     X, labels = _read_keel(name)
+    if missing_as_nan and name in MISSING_CODES:
+        columns = list(MISSING_CODES[name])
+        X[:, columns] = np.where(X[:, columns] == 0, np.nan, X[:, columns])
     X = drop_few_valued_columns(X, min_unique=2)
     if max_value_share is not None:
         top_share = np.array([np.unique(column, return_counts=True)[1].max() for column in X.T]) / X.shape[0]

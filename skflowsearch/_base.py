@@ -36,6 +36,7 @@ from ._preprocessing import (
     warn_if_few_rows,
 )
 from . import _training
+from ._missing import MarginalProposal, log_marginal
 from ._training import TrainingConfig, fit_flows
 
 _SEED_HIGH = 2**63 - 1
@@ -120,14 +121,17 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     def _validate_fit_data(self, X):
         _check_numeric_columns(X)
-        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2, ensure_min_features=1)
-        n_samples, n_features = X.shape
+        X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan", ensure_min_samples=2,
+                          ensure_min_features=1)
+        n_features = X.shape[1]
         if n_features < 2:
             raise ValueError(
                 f"{type(self).__name__} needs at least 2 features for a coupling layer to "
                 f"split them; got {n_features} feature(s). For one feature use e.g. "
                 "sklearn.neighbors.KernelDensity."
             )
+        X = self._complete_rows(X)
+        n_samples = X.shape[0]
         n_val = self._n_validation(n_samples)
         n_train = n_samples - n_val
         if n_train < 2:
@@ -137,6 +141,32 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 f"and 1 for validation."
             )
         return X
+
+    def _complete_rows(self, X):
+        """The rows of ``X`` without missing entries (NaN), which the flow is fitted on; warns when rows go."""
+        missing = np.isnan(X)
+        if not missing.any():
+            return X
+        empty = np.flatnonzero(missing.all(axis=0))
+        if empty.size:
+            raise ValueError(f"column(s) {empty.tolist()} of X hold only missing values (NaN); drop them.")
+        complete = ~missing.any(axis=1)
+        n_complete = int(complete.sum())
+        described = (f"{X.shape[0] - n_complete} of the {X.shape[0]} rows of X have missing entries (NaN, "
+                     f"in column(s) {np.flatnonzero(missing.any(axis=0)).tolist()})")
+        if n_complete < 2:
+            raise ValueError(
+                f"{described}: {type(self).__name__} is fitted on the complete rows, and at least 2 "
+                "are needed. Impute the missing entries (sklearn.impute) or drop the columns that "
+                "hold most of them."
+            )
+        warnings.warn(
+            f"{type(self).__name__}: {described}; the flow is fitted on the {n_complete} complete "
+            "rows. score_samples scores a row with missing entries by its marginal density over "
+            "them, estimated by importance sampling.",
+            UserWarning,
+        )
+        return X[complete]
 
     def _dequantize_fit_rows(self, X, X_train, X_val, rng):
         """Set ``discrete_features_`` and ``dequantization_offsets_``; dequantize the fit rows.
@@ -247,7 +277,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
                 f"{type(self).__name__}: continuous column(s) repeat one value in many rows "
                 f"({described}): a continuous density puts a point mass there and its "
                 "log-likelihood grows without bound, so such rows score high. If the value "
-                "codes a missing entry, impute or drop it; if the column is discrete, have it "
+                "codes a missing entry, replace it by NaN (see the user guide on missing entries); "
+                "if the column is discrete, have it "
                 "dequantized (integer values, see discrete_features).",
                 UserWarning,
             )
@@ -266,7 +297,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         ----------
         X : array-like of shape (n_samples, n_features)
             Training data; a ``validation_fraction`` of its rows is held out
-            for early stopping.
+            for early stopping. Rows with missing entries (NaN) are left out,
+            with a warning.
         y : None
             Ignored; present for API consistency.
 
@@ -286,6 +318,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def _fit(self, X):
         self._check_params()
         X = self._validate_fit_data(X)
+        # Proposes the missing entries of the rows score_samples is given.
+        self.missing_proposal_ = MarginalProposal.fit(X, relative_floor=DEPENDENT_WIDTH**2)
         rng = check_random_state(self.random_state)
         devices = resolve_devices(self.device)
 
@@ -436,9 +470,10 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     # --- inference -----------------------------------------------------------------
 
-    def _validated(self, X):
+    def _validated(self, X, allow_nan=False):
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=np.float64)
+        return validate_data(self, X, reset=False, dtype=np.float64,
+                             ensure_all_finite="allow-nan" if allow_nan else True)
 
     def _flow_input(self, X, offset):
         """Validated rows ``X``, moved by ``offset`` on the discrete columns, in the flow's input space.
@@ -466,16 +501,39 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         estimate of a lower bound of the log-probability of the row's values
         of those columns (times the density of the others).
 
+        A row with missing entries (NaN) scores its marginal density: the
+        integral of the density over its missing entries, estimated by
+        importance sampling (draws from a Student t around the conditional of
+        a Gaussian fitted to the complete training rows). It is a density of
+        fewer features, so it is not on the scale of complete rows' scores
+        (``FlowOutlierDetector`` ranks such rows on that scale).
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            May hold NaN for missing entries.
 
         Returns
         -------
         log_density : ndarray of shape (n_samples,)
             In nats, including the log-Jacobian of the internal normalization.
         """
-        X = self._validated(X)
+        X = self._validated(X, allow_nan=True)
+        missing = np.isnan(X).any(axis=1)
+        if not missing.any():
+            return self._score_complete(X)
+        if self.missing_proposal_ is None:
+            raise ValueError(
+                "X has missing entries (NaN); this estimator was pickled before missing entries "
+                "were scored. Refit it to score such rows."
+            )
+        out = np.empty(X.shape[0])
+        out[~missing] = self._score_complete(X[~missing])
+        out[missing] = log_marginal(self._score_complete, X[missing], self.missing_proposal_)
+        return out
+
+    def _score_complete(self, X):
+        """``score_samples`` of validated rows without missing entries."""
         Z_centre = self._flow_input(X, 0.0)
         total = 0.0
         for offset in self.dequantization_offsets_:
@@ -559,10 +617,18 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         Returns
         -------
         Z : ndarray of shape (n_samples, n_features)
-            Latent rows (float64); ``inverse_transform`` maps them back.
+            Latent rows (float64); ``inverse_transform`` maps them back. A row
+            with missing entries (NaN) has no latent image, as the flow mixes
+            its columns: it gives a row of NaN.
         """
-        X = self._validated(X)
+        X = self._validated(X, allow_nan=True)
         self._check_one_flow("transform")
+        missing = np.isnan(X).any(axis=1)
+        if missing.any():
+            out = np.full(X.shape, np.nan)
+            if not missing.all():
+                out[~missing] = self.transform(X[~missing])
+            return out
         # The centre of a discrete value's unit cell, which inverse_transform
         # rounds back.
         Z = self._flow_input(X, 0.5)
@@ -668,6 +734,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             # Pickled before derived columns were modeled: it had none.
             self.dependent_features_ = np.zeros(self.n_features_in_, dtype=bool)
             self.dependent_model_ = None
+        if flow is not None and "missing_proposal_" not in state:
+            self.missing_proposal_ = None  # pickled before rows with missing entries were scored
         if flow is not None and getattr(self, "device_", "cpu") != "cpu":
             try:
                 self.flow_ = flow.to(resolve_device(self.device_))
@@ -690,6 +758,8 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         tags = super().__sklearn_tags__()
         # CUDA kernels may reduce in a different order from run to run.
         tags.non_deterministic = any(d.type == "cuda" for d in _safe_devices(self.device))
+        # fit leaves out rows with missing entries; score_samples marginalizes them.
+        tags.input_tags.allow_nan = True
         return tags
 
 

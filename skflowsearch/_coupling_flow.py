@@ -211,6 +211,10 @@ class CouplingFlow(BaseFlow):
     dependent_model_ : object or None
         The derived columns' Gaussian given the others (intercept, coef,
         scale), None when there are none.
+    missing_proposal_ : object
+        Mean and covariance of the complete fit rows, whose conditionals
+        propose the missing entries (NaN) that ``score_samples``
+        marginalizes.
     input_matrix_ : ndarray of shape (n_features, n_features)
         Linear part of the normalizing map: ``diag(1 / scale_)``, times the
         whitening matrix when ``whiten=True``.

@@ -5,7 +5,7 @@ from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin, clone
-from sklearn.utils import get_tags
+from sklearn.utils import _safe_indexing, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -18,6 +18,9 @@ __all__ = ["FlowOutlierDetector"]
 _AUTO_DEVIATIONS = 3.0
 # Makes the median absolute deviation of normal values their standard deviation.
 _MAD_TO_STD = 1.4826
+# Rows with missing entries are ranked against at most this many complete
+# training rows (see FlowOutlierDetector's Notes).
+N_REFERENCE_ROWS = 256
 
 
 def _offset(scores, contamination):
@@ -52,6 +55,36 @@ def _offset(scores, contamination):
     return float(np.percentile(scores, 100.0 * contamination))
 
 
+def _missing_entries(X):
+    """Bool array of the NaN entries of a validated array (numbers or objects)."""
+    if X.dtype.kind in "fc":
+        return np.isnan(X)
+    if X.dtype.kind == "O":
+        return np.frompyfunc(lambda value: isinstance(value, float) and value != value, 1, 1)(X).astype(bool)
+    return np.zeros(X.shape, dtype=bool)
+
+
+def _on_complete_scale(scores, masked, complete):
+    """``scores`` of rows with missing entries, moved to the complete rows' scale by quantile mapping.
+
+    ``masked`` are the reference rows' scores with the same entries missing,
+    ``complete`` the same rows' complete scores. A score at the ``q``
+    quantile of ``masked`` goes to the ``q`` quantile of ``complete``; beyond
+    their ranges the scores keep their distances to the extremes, so the
+    order of the rows is kept.
+    """
+    masked = np.sort(masked[np.isfinite(masked)])
+    complete = np.sort(complete[np.isfinite(complete)])
+    if not masked.size or not complete.size:
+        return scores
+    if masked[0] == masked[-1]:  # e.g. every entry missing: the marginal is 1
+        return np.where(scores == masked[0], np.median(complete), scores - masked[0] + np.median(complete))
+    level = np.interp(scores, masked, np.linspace(0.0, 1.0, masked.size))
+    out = np.interp(level, np.linspace(0.0, 1.0, complete.size), complete)
+    out = np.where(scores < masked[0], complete[0] - (masked[0] - scores), out)
+    return np.where(scores > masked[-1], complete[-1] + (scores - masked[-1]), out)
+
+
 class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     """Outlier (novelty) detector that thresholds a fitted density.
 
@@ -76,9 +109,11 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         fitting. None means ``StructureSearchFlow()`` with its defaults.
         It receives ``X`` as given (a DataFrame stays a DataFrame, e.g. for
         a pipeline that selects columns by name), once this detector has
-        checked its shape and that it holds no NaN or inf; converting it to
-        numbers is the estimator's job, so a pipeline may drop or encode
-        non-numeric columns.
+        checked its shape and that it holds no inf, nor NaN unless the
+        estimator accepts missing entries (its ``allow_nan`` tag, as the
+        flows of this package do); converting it to numbers is the
+        estimator's job, so a pipeline may drop or encode non-numeric
+        columns.
     contamination : "auto" or float, default=0.1
         Expected fraction of outliers in the training data, in (0, 0.5]. It
         sets the threshold ``offset_``: about this fraction of the training
@@ -102,6 +137,12 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         ``score_samples``, or with ``contamination="auto"`` their median less
         three scaled median absolute deviations;
         ``decision_function = score_samples - offset_``.
+    reference_rows_ : array-like or None
+        Up to 256 complete training rows (``X``'s type), against which rows
+        with missing entries are ranked; None when ``estimator`` does not
+        accept missing entries or no training row is complete.
+    reference_scores_ : ndarray or None
+        The wrapped estimator's ``score_samples`` of ``reference_rows_``.
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -137,6 +178,15 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
     density the rule flags about 6% of the rows with 2 features, 4% with 3,
     1.5% with 10 and 0.7% with 30. The default stays ``0.1``, a fixed
     fraction, so that existing code keeps its predictions.
+
+    A row with missing entries (NaN) gets from a flow of this package its
+    marginal density over the observed entries: a density of fewer features,
+    which is higher than complete rows' densities for no reason but that.
+    This detector puts it on the scale of complete rows: the reference rows
+    (complete training rows) are scored with the same entries missing, and a
+    score at the ``q`` quantile of theirs becomes the ``q`` quantile of their
+    complete scores. So a row is as outlying as its observed entries make it,
+    among rows with the same entries missing.
 
     Examples
     --------
@@ -198,10 +248,42 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         self._check_params()
         # Checked here (and n_features_in_, feature_names_in_ set), but the
         # estimator gets X unconverted.
-        validate_data(self, X, dtype=None, ensure_min_samples=2)
+        values = validate_data(self, X, dtype=None, ensure_min_samples=2, ensure_all_finite=self._finite_check())
         self.estimator_ = self._make_estimator().fit(X)
-        self.offset_ = _offset(self._score(X), self.contamination)
+        self.reference_rows_ = self.reference_scores_ = None
+        # The reference rows' scores per pattern of missing entries.
+        self._masked_reference_scores = {}
+        if self._accepts_nan():
+            complete = np.flatnonzero(~_missing_entries(values).any(axis=1))
+            if complete.size:
+                chosen = complete[np.unique(np.linspace(0, complete.size - 1, N_REFERENCE_ROWS).astype(int))]
+                # A DataFrame stays one, for the estimator; other array-likes become arrays.
+                self.reference_rows_ = _safe_indexing(X if hasattr(X, "iloc") else values, chosen)
+                self.reference_scores_ = self._score(self.reference_rows_)
+        self.offset_ = _offset(self._scores(X, values), self.contamination)
         return self
+
+    def _accepts_nan(self):
+        """Whether the estimator accepts missing entries (its ``allow_nan`` tag)."""
+        return get_tags(self).input_tags.allow_nan
+
+    def _finite_check(self):
+        """``ensure_all_finite`` for X: NaN passes when the estimator accepts missing entries."""
+        return "allow-nan" if self._accepts_nan() else True
+
+    def _scores(self, X, values):
+        """The wrapped estimator's scores of ``X``; rows with missing entries on the complete rows' scale."""
+        scores = self._score(X)
+        if getattr(self, "reference_rows_", None) is None:  # or pickled before missing entries were ranked
+            return scores
+        missing = _missing_entries(values)
+        for pattern in np.unique(missing[missing.any(axis=1)], axis=0):
+            rows = (missing == pattern).all(axis=1)
+            key = pattern.tobytes()
+            if key not in self._masked_reference_scores:
+                self._masked_reference_scores[key] = self._score(_with_missing(self.reference_rows_, pattern))
+            scores[rows] = _on_complete_scale(scores[rows], self._masked_reference_scores[key], self.reference_scores_)
+        return scores
 
     def _score(self, X):
         with warnings.catch_warnings():
@@ -220,11 +302,12 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples,)
             The wrapped estimator's ``score_samples``: higher means more
-            normal.
+            normal. Rows with missing entries are put on the complete rows'
+            scale (see Notes).
         """
         check_is_fitted(self)
-        validate_data(self, X, reset=False, dtype=None)
-        return self._score(X)
+        values = validate_data(self, X, reset=False, dtype=None, ensure_all_finite=self._finite_check())
+        return self._scores(X, values)
 
     def decision_function(self, X):
         """Shifted log-density: negative for outliers, non-negative for inliers.
@@ -267,7 +350,19 @@ class FlowOutlierDetector(OutlierMixin, BaseEstimator):
         else:
             inner = get_tags(self.estimator)
         tags.non_deterministic = inner.non_deterministic
-        # Inputs are validated here as dense, finite arrays.
+        # Inputs are validated here as dense arrays, without inf, and
+        # without NaN unless the estimator accepts it.
         tags.input_tags.sparse = False
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = inner.input_tags.allow_nan
         return tags
+
+
+def _with_missing(X, columns):
+    """A copy of the rows ``X`` (an array or a DataFrame) with NaN in the bool mask ``columns``."""
+    if hasattr(X, "iloc"):
+        X = X.astype({name: "float64" for name in X.columns[columns]})
+        X.iloc[:, np.flatnonzero(columns)] = np.nan
+        return X
+    X = np.array(X, dtype=np.float64 if np.asarray(X).dtype.kind in "biuf" else object)
+    X[:, columns] = np.nan
+    return X

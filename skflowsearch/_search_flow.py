@@ -253,7 +253,7 @@ validation_fraction, n_iter_no_change
         Generations run after the initial one.
     flow_, mean_, scale_, input_matrix_, input_log_det_, normalization_, \
 whiten_, base_df_, n_components_, n_estimators_, discrete_features_, dequantization_offsets_, dependent_features_, \
-dependent_model_, loss_curve_, \
+dependent_model_, missing_proposal_, loss_curve_, \
 validation_scores_, best_validation_score_, best_epoch_, n_epochs_, \
 n_parameters_, device_, n_features_in_, feature_names_in_
         Of the final flow, as in :class:`CouplingFlow`. Every candidate of

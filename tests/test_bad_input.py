@@ -64,6 +64,18 @@ def _with(value):
     return make
 
 
+def _nan_column():
+    X = _base()
+    X[:, 1] = np.nan
+    return X
+
+
+def _nan_in_every_row():
+    X = _base()
+    X[np.arange(N_SAMPLES), np.arange(N_SAMPLES) % N_FEATURES] = np.nan
+    return X
+
+
 def _constant_column():
     X = _base()
     X[:, 1] = 5.0
@@ -115,7 +127,11 @@ _FEW_ROWS = r"training rows for \d+ features \(fewer than 10 per feature\)"
 
 # (id, make X, expected outcome of fit)
 FIT_CASES = [
-    ("nan", _with(np.nan), _error(ValueError, r"Input X contains NaN")),
+    ("nan", _with(np.nan), _warns(UserWarning, r"1 of the 40 rows of X have missing entries \(NaN, in "
+                                   r"column\(s\) \[1\]\); the flow is fitted on the 39 complete rows")),
+    ("nan-column", _nan_column, _error(ValueError, r"column\(s\) \[1\] of X hold only missing values \(NaN\)")),
+    ("nan-in-every-row", _nan_in_every_row,
+     _error(ValueError, r"is fitted on the complete rows, and at least 2 are needed")),
     ("inf", _with(np.inf), _error(ValueError, r"Input X contains infinity")),
     ("-inf", _with(-np.inf), _error(ValueError, r"Input X contains infinity")),
     ("empty", lambda: np.empty((0, N_FEATURES)), _error(ValueError, r"Found array with 0 sample\(s\)")),
@@ -269,7 +285,7 @@ def _inf_rows():
 SCORE_CASES = [
     ("wrong-width", lambda: _base()[:, :2], _error(ValueError, r"X has 2 features, but \w+ is expecting 3 features as input")),
     ("1d", lambda: _base()[0], _error(ValueError, r"Expected 2D array, got 1D array")),
-    ("nan", _nan_rows, _error(ValueError, r"Input X contains NaN")),
+    ("nan", _nan_rows, OK),  # a marginal density over the missing entry
     ("inf", _inf_rows, _error(ValueError, r"Input X contains infinity")),
     ("empty", lambda: np.empty((0, N_FEATURES)), _error(ValueError, r"Found array with 0 sample\(s\)")),
     ("complex", lambda: _base() + 1j, _error(ValueError, r"Complex data not supported")),

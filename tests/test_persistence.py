@@ -1,6 +1,7 @@
 """Fitted estimators survive joblib/pickle, across processes and devices."""
 
 import copy
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -24,7 +25,8 @@ SEARCH_ATTRIBUTES = (
     "evaluated_scores_",
     "fitness_steps_", "n_generations_",
     "mean_", "scale_", "input_matrix_", "input_log_det_", "normalization_", "whiten_", "base_df_", "n_components_", "n_estimators_",
-    "discrete_features_", "dequantization_offsets_", "dependent_features_", "dependent_model_", "loss_curve_",
+    "discrete_features_", "dequantization_offsets_", "dependent_features_", "dependent_model_", "missing_proposal_",
+    "loss_curve_",
     "validation_scores_", "best_validation_score_", "best_epoch_", "n_epochs_",
     "n_parameters_", "device_", "n_features_in_",
 )
@@ -56,6 +58,10 @@ def fitted_search():
 def _assert_same_attribute(name, a, b):
     if isinstance(a, np.ndarray):
         np.testing.assert_array_equal(a, b, err_msg=name)
+    elif dataclasses.is_dataclass(a):
+        assert type(a) is type(b), name
+        for field in dataclasses.fields(a):
+            _assert_same_attribute(f"{name}.{field.name}", getattr(a, field.name), getattr(b, field.name))
     else:
         assert a == b, name
 
