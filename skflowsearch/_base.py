@@ -470,10 +470,10 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     # --- inference -----------------------------------------------------------------
 
-    def _validated(self, X, allow_nan=False):
+    def _validated(self, X):
+        """Rows to score or transform: float64, the fit's features; NaN marks a missing entry."""
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=np.float64,
-                             ensure_all_finite="allow-nan" if allow_nan else True)
+        return validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
 
     def _flow_input(self, X, offset):
         """Validated rows ``X``, moved by ``offset`` on the discrete columns, in the flow's input space.
@@ -518,7 +518,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         log_density : ndarray of shape (n_samples,)
             In nats, including the log-Jacobian of the internal normalization.
         """
-        X = self._validated(X, allow_nan=True)
+        X = self._validated(X)
         missing = np.isnan(X).any(axis=1)
         if not missing.any():
             return self._score_complete(X)
@@ -621,7 +621,7 @@ class BaseFlow(DensityMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             with missing entries (NaN) has no latent image, as the flow mixes
             its columns: it gives a row of NaN.
         """
-        X = self._validated(X, allow_nan=True)
+        X = self._validated(X)
         self._check_one_flow("transform")
         missing = np.isnan(X).any(axis=1)
         if missing.any():
