@@ -6,12 +6,16 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
 from skflowsearch import CouplingFlow, FlowOutlierDetector
 from skflowsearch._missing import MarginalProposal, log_marginal
+from skflowsearch._outlier import _on_complete_scale
 
 SMALL = dict(n_layers=2, hidden_layer_sizes=(16,), max_epochs=30, random_state=0)
 
@@ -199,3 +203,21 @@ def test_the_detector_refuses_nan_for_an_estimator_that_does_not_take_it():
     assert fitted.reference_rows_ is None
     with pytest.raises(ValueError, match="Input X contains NaN"):
         fitted.score_samples(X[:2])
+
+
+# --- the ranking step, as a property -------------------------------------------------
+
+_finite = st.floats(-1e6, 1e6, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, st.integers(2, 30), elements=_finite, unique=True),
+       arrays(np.float64, st.integers(1, 40), elements=_finite))
+def test_the_ranking_step_keeps_the_order_and_maps_quantile_to_quantile(reference, scores):
+    complete = np.sort(reference + np.linspace(-3.0, 5.0, reference.size))
+    masked = np.sort(reference)
+    order = np.argsort(scores, kind="stable")
+    mapped = _on_complete_scale(scores, masked, complete)
+    assert np.all(np.diff(mapped[order]) >= -1e-9 * (1 + np.abs(mapped[order][1:])))
+    # The reference rows' own masked scores land on their complete scores, rank for rank.
+    np.testing.assert_allclose(_on_complete_scale(masked, masked, complete), complete, rtol=1e-12, atol=1e-9)
