@@ -11,9 +11,10 @@ latent rows of a CSV file.
 CSV files hold numeric columns. Their delimiter (comma, semicolon, tab or
 blanks), decimal mark, comments, encoding and header row are guessed from
 their first rows unless given (``--delimiter``, ``--decimal``, ``--comment``,
-``--encoding``, ``--header/--no-header``); well-formed files are parsed by
-numpy in one pass. Bad input ends the command with one ``error: ...`` line on
-stderr and exit status 2. The estimators' errors and warnings reach the user
+``--encoding``, ``--header/--no-header``); ``--missing`` names the cells that
+are missing entries (NaN). Well-formed files are parsed by numpy in one
+pass. Bad input ends the command with one ``error: ...`` line on stderr and
+exit status 2. The estimators' errors and warnings reach the user
 with their parameters spelled as options (``--no-whiten`` for
 ``whiten=False``) and, for a fit, with the rows they count named.
 """
@@ -52,6 +53,9 @@ _DELIMITERS = ("\t", ";", ",", " ")
 _DELIMITER_NAMES = {"\t": "tab", " ": "whitespace"}
 # The format of a file is guessed from this many of its first rows.
 _SNIFF_ROWS = 20
+# Cells that usually stand for a missing entry (lower case): an error names
+# --missing for them.
+_MISSING_LOOKING = frozenset({"na", "n/a", "nan", "null", "none", "missing", "?", "-", "#n/a"})
 # A number written with a decimal comma.
 _DECIMAL_COMMA = re.compile(r"[+-]?(?:\d+,\d*|,\d+)(?:[eE][+-]?\d+)?")
 
@@ -65,6 +69,38 @@ class _Layout(NamedTuple):
     names: list[str] | None  # the header row, or None
     header_line: int  # the header's line number, 0 without a header
     body_start: int  # offset of the text below the header, 0 without a header
+    missing: "_Missing" = None  # the cells read as missing entries; None for none
+
+
+class _Missing(NamedTuple):
+    """The cells of ``--missing``: texts matched as written, numbers by value."""
+
+    texts: frozenset
+    values: tuple  # finite floats
+
+    @classmethod
+    def of(cls, tokens):
+        """``tokens`` (str) split into texts and numbers; "nan" and "inf" stay texts."""
+        texts, values = set(), []
+        for token in tokens:
+            token = token.strip()
+            try:
+                value = float(token)
+            except ValueError:
+                value = math.nan
+            if math.isfinite(value):
+                values.append(value)
+            else:
+                texts.add(token)
+        return cls(frozenset(texts), tuple(sorted(set(values))))
+
+    def __contains__(self, cell):
+        if cell in self.texts:
+            return True
+        try:
+            return float(cell) in self.values
+        except ValueError:
+            return False
 
 
 def _note(message):
@@ -88,7 +124,8 @@ def _is_number(cell, decimal="."):
     return True
 
 
-def read_csv(path, *, delimiter=None, decimal=None, comment="#", encoding=None, header=None):
+def read_csv(path, *, delimiter=None, decimal=None, comment="#", encoding=None, header=None,
+             missing=()):
     """Read a numeric CSV file.
 
     What is not given is guessed from the first rows. Well-formed files are
@@ -119,7 +156,12 @@ def read_csv(path, *, delimiter=None, decimal=None, comment="#", encoding=None, 
         otherwise Latin-1, with a note on stderr.
     header : bool or None, default=None
         Whether the first row is a header. None means a header when one of
-        its cells is not a number.
+        its cells is not a number (nor in ``missing``).
+    missing : sequence of str, default=()
+        The cells read as missing entries (NaN), e.g. ``("", "NA")``. A
+        token that is a finite number, e.g. ``"-999"``, marks the cells of
+        that value in every column (``-999.0`` too); others match the
+        stripped cell as written. By default no cell is missing.
 
     Returns
     -------
@@ -132,14 +174,18 @@ def read_csv(path, *, delimiter=None, decimal=None, comment="#", encoding=None, 
     CLIError
         If the file cannot be read or decoded, is empty, has rows of
         different widths, or holds an empty, non-numeric, NaN or infinite
-        value.
+        value that is not in ``missing``.
     """
     text = _read_text(path, encoding)
     layout = _layout(text, path, delimiter=delimiter, decimal=decimal, comment=comment,
-                     header=header)
+                     header=header, missing=missing)
     X = _load_fast(text, layout)
     if X is None:
         return _read_csv_cells(path, text, layout)
+    if layout.missing is not None and layout.missing.values:
+        import numpy as np
+
+        X[np.isin(X, layout.missing.values)] = np.nan
     return X, layout.names
 
 
@@ -204,8 +250,9 @@ def _split_row(line, delimiter):
     return [cell.strip() for cell in next(csv.reader([line], delimiter=delimiter), [])]
 
 
-def _layout(text, path, *, delimiter=None, decimal=None, comment="#", header=None):
+def _layout(text, path, *, delimiter=None, decimal=None, comment="#", header=None, missing=()):
     """The :class:`_Layout` of ``text``: what is given, and the rest guessed from its first rows."""
+    missing = _Missing.of(missing) if missing else None
     first_rows = []  # (line number, end, line) of the first rows that are not blank
     for number, (end, line) in enumerate(_lines(text, comment), start=1):
         if line.strip():
@@ -216,7 +263,7 @@ def _layout(text, path, *, delimiter=None, decimal=None, comment="#", header=Non
         raise CLIError(f"{path} holds no data")
     lines = [line for _, _, line in first_rows]
     if delimiter is None:
-        delimiter = _guess_delimiter(lines, decimal)
+        delimiter = _guess_delimiter(lines, decimal, missing)
     if decimal is None:
         decimal = _guess_decimal(lines, delimiter)
     if delimiter == decimal:
@@ -225,14 +272,19 @@ def _layout(text, path, *, delimiter=None, decimal=None, comment="#", header=Non
     number, end, line = first_rows[0]
     first = _split_row(line, delimiter)
     if header is None:
-        header = any(cell and not _is_number(cell, decimal) for cell in first)
+        header = any(cell and not _is_value(cell, decimal, missing) for cell in first)
     if not header:
-        return _Layout(delimiter, decimal, comment, None, 0, 0)
+        return _Layout(delimiter, decimal, comment, None, 0, 0, missing)
     names = [cell or f"x{j}" for j, cell in enumerate(first)]
-    return _Layout(delimiter, decimal, comment, names, number, end)
+    return _Layout(delimiter, decimal, comment, names, number, end, missing)
 
 
-def _guess_delimiter(lines, decimal):
+def _is_value(cell, decimal, missing):
+    """Whether ``cell`` is a number or one of the ``missing`` cells (a :class:`_Missing` or None)."""
+    return _is_number(cell, decimal) or (missing is not None and cell in missing)
+
+
+def _guess_delimiter(lines, decimal, missing=None):
     """The delimiter of :data:`_DELIMITERS` that splits ``lines`` best (see :func:`read_csv`)."""
 
     def fit(delimiter):
@@ -241,8 +293,8 @@ def _guess_delimiter(lines, decimal):
         width, count = Counter(widths).most_common(1)[0]
         if width < 2:
             return False, 0
-        numbers = all(_is_number(cell, decimal or ("." if delimiter == "," else ","))
-                      for row in rows[1:] for cell in row)
+        mark = decimal or ("." if delimiter == "," else ",")
+        numbers = all(_is_value(cell, mark, missing) for row in rows[1:] for cell in row)
         return numbers and count == len(rows), count
 
     candidates = [delimiter for delimiter in _DELIMITERS if delimiter != decimal]
@@ -263,8 +315,9 @@ def _guess_decimal(lines, delimiter):
 def _load_fast(text, layout):
     """The rows below the header parsed by numpy in one pass, or None to read them cell by cell.
 
-    None when numpy fails, or reads a NaN, an infinity or rows of another
-    width than the header: the cell-by-cell reader names them.
+    None when numpy fails (on a missing text cell, too), or reads a NaN, an
+    infinity or rows of another width than the header: the cell-by-cell
+    reader names them, or reads them as missing entries.
     """
     import numpy as np
 
@@ -332,14 +385,23 @@ def _read_csv_cells(path, text, layout=None):
                 f"(delimiter {_delimiter_name(layout.delimiter)})"
             )
         for j, cell in enumerate(row):
-            try:
-                value = _to_float(cell, layout.decimal)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
-                raise CLIError(_bad_cell(path, line_number, j, cell, layout, n_columns))
-            X[i, j] = value
+            X[i, j] = _cell_value(cell, layout, lambda: _bad_cell(
+                path, line_number, j, cell, layout, n_columns))
     return X, names
+
+
+def _cell_value(cell, layout, message):
+    """The float of ``cell``: NaN for a missing entry; else a CLIError with ``message()``."""
+    missing = layout.missing
+    if missing is not None and cell in missing.texts:
+        return math.nan
+    try:
+        value = _to_float(cell, layout.decimal)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise CLIError(message())
+    return math.nan if missing is not None and value in missing.values else value
 
 
 def _bad_cell(path, line_number, j, cell, layout, n_columns):
@@ -348,10 +410,14 @@ def _bad_cell(path, line_number, j, cell, layout, n_columns):
     if layout.names is not None:
         where += f" ({layout.names[j]!r})"
     if not cell:
-        return f"{where}: empty cell"
+        return f"{where}: empty cell (a missing entry? pass --missing '')"
+    missing_hint = f" (a missing entry? pass --missing {cell})" \
+        if cell.lower() in _MISSING_LOOKING else ""
     if _is_number(cell, layout.decimal):
-        return f"{where}: {cell!r} is not a finite number"
-    if n_columns == 1:
+        return f"{where}: {cell!r} is not a finite number{missing_hint}"
+    if missing_hint:
+        hint = missing_hint
+    elif n_columns == 1:
         hint = (f" (one column found with the delimiter {_delimiter_name(layout.delimiter)}; "
                 "choose the delimiter with --delimiter)")
     elif layout.decimal == "." and _DECIMAL_COMMA.fullmatch(cell):
@@ -513,7 +579,7 @@ def _run_search(args):
             random_state=args.random_state,
         )))
     train = _with_names(X_train, names)
-    test = None if X_test is None else _with_names(X_test, names)
+    test = None if X_test is None else _complete_held_out(args, X_test, names)
 
     results = []
     for label, estimator in models:
@@ -540,6 +606,18 @@ def _run_search(args):
     if args.plots is not None:
         _save_plots(search, train, args.plots)
     return 0
+
+
+def _complete_held_out(args, X_test, names):
+    """The held-out rows that are complete (or None): a marginal density of a
+    row with missing entries is not on the scale of the others'."""
+    import numpy as np
+
+    complete = ~np.isnan(X_test).any(axis=1)
+    if not complete.all():
+        _say(args, f"{X_test.shape[0] - complete.sum()} of the {X_test.shape[0]} held-out rows "
+                   "have missing entries: the held-out score is the mean over the others")
+    return _with_names(X_test[complete], names) if complete.any() else None
 
 
 def _rows_of(X, source):
@@ -629,6 +707,16 @@ def _run_score(args):
     _check_columns(model, X, names, args.data)
     scores = np.asarray(_score_samples(model, X), dtype=float)
     header, columns = ["log_density"], [scores]
+    if contamination is not None and not isinstance(model, FlowOutlierDetector):
+        incomplete = np.isnan(X).any(axis=1)
+        if incomplete.any():
+            raise CLIError(
+                f"{incomplete.sum()} of the {X.shape[0]} rows of {args.data} have missing "
+                "entries: their log-densities are marginal densities, on another scale than "
+                "complete rows', so --contamination cannot flag them by one threshold; score "
+                "them without it, or with a FlowOutlierDetector saved from Python, which ranks "
+                "them among complete training rows scored with the same entries missing"
+            )
     if contamination is not None:
         # The scored rows' own threshold: a saved flow does not keep its
         # training scores.
@@ -912,12 +1000,18 @@ def _add_csv_options(parser):
         help="the first row is a header even if it holds numbers (--header), or data "
              "(--no-header); by default a header when one of its cells is not a number",
     )
+    group.add_argument(
+        "--missing", action="append", default=None, metavar="TEXT",
+        help="cells written TEXT are missing entries (NaN), e.g. --missing '' for empty cells "
+             "or --missing NA; a number, e.g. --missing -999, marks that value in every "
+             "column; repeat for several; by default such cells are errors",
+    )
 
 
 def _csv_options(args):
     """The keyword arguments of :func:`read_csv` set by the options of :func:`_add_csv_options`."""
     names = ("delimiter", "decimal", "comment", "encoding", "header")
-    return {name: getattr(args, name) for name in names}
+    return {name: getattr(args, name) for name in names} | {"missing": tuple(args.missing or ())}
 
 
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

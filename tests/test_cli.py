@@ -13,7 +13,8 @@ from sklearn.mixture import GaussianMixture
 
 from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow
 from skflowsearch.cli import (
-    _SEARCH_OPTIONS, _build_parser, _shared_options, _cli_spelling, _read_csv_cells, main, read_csv,
+    _SEARCH_OPTIONS, _build_parser, _csv_options, _shared_options, _cli_spelling, _read_csv_cells,
+    main, read_csv,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -753,14 +754,20 @@ def test_read_csv_binary_file(tmp_path):
     [
         ("a;b;c\n1;2;3\n4;x;6\n", r"line 3, column 2 \('b'\): non-numeric value 'x'$"),
         ("# c\n\na,b\n1,2\n1,zz\n", r"line 5, column 2 \('b'\): non-numeric value 'zz'$"),
-        ("1\t2\n3\t?\n", r"line 2, column 2: non-numeric value '\?'$"),
-        ("a;b\n1;2\n3;\n", r"line 3, column 2 \('b'\): empty cell$"),
+        ("1\t2\n3\t?\n", r"line 2, column 2: non-numeric value '\?' "
+                         r"\(a missing entry\? pass --missing \?\)$"),
+        ("1\t2\n3\tx\n", r"line 2, column 2: non-numeric value 'x'$"),
+        ("a;b\n1;2\n3;\n", r"line 3, column 2 \('b'\): empty cell "
+                          r"\(a missing entry\? pass --missing ''\)$"),
+        ("a,b\n1,NaN\n", r"line 2, column 2 \('b'\): 'NaN' is not a finite number "
+                        r"\(a missing entry\? pass --missing NaN\)$"),
         ("a;b\n1.5;2\n3;2,5\n", r"line 3, column 2 \('b'\): non-numeric value '2,5' "
                                 r"\(a decimal comma\? pass --decimal ,\)$"),
         ("1;2;3\n4;5\n", r"line 2: 2 fields, expected 3 \(delimiter ';'\)$"),
         ("a b\n1 inf\n", r"line 2, column 2 \('b'\): 'inf' is not a finite number$"),
     ],
-    ids=["semicolon", "comments-count", "tab-no-header", "empty", "mixed-decimals", "ragged", "inf"],
+    ids=["semicolon", "comments-count", "tab-no-header", "tab-no-hint", "empty", "nan",
+         "mixed-decimals", "ragged", "inf"],
 )
 def test_read_csv_errors_name_the_line_and_column(fitted, tmp_path, capsys, content, message):
     path = tmp_path / "bad.csv"
@@ -813,6 +820,9 @@ def test_csv_option_words():
     args = parser.parse_args(["score", "m", "d", "--delimiter", "tab", "--no-header"])
     assert (args.delimiter, args.header, args.decimal, args.comment) == ("\t", False, None, "#")
     assert parser.parse_args(["transform", "m", "d", "--delimiter", "whitespace"]).delimiter == " "
+    args = parser.parse_args(["search", "d", "--missing", "-999", "--missing", "", "--missing", "NA"])
+    assert _csv_options(args)["missing"] == ("-999", "", "NA")
+    assert _csv_options(parser.parse_args(["score", "m", "d"]))["missing"] == ()
     assert parser.parse_args(["search", "--header"]).header is True
 
 
@@ -920,3 +930,93 @@ def test_score_contamination_auto(fitted, data, tmp_path):
     np.testing.assert_array_equal(rows[:, 1], np.where(scores < offset, -1, 1))
     assert np.all(rows[-2:, 1] == -1)  # the far rows
     assert np.mean(rows[:-2, 1] == -1) < 0.1
+
+
+# --- missing entries (--missing) -----------------------------------------------------
+
+
+def _gaps_csv(path, X, header=("a", "b", "c")):
+    """``X`` as CSV with a header; NaN written as an empty cell."""
+    lines = [",".join(header)] + [
+        ",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in X
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_read_csv_missing_cells(tmp_path):
+    path = tmp_path / "gaps.csv"
+    path.write_text("a,b,c\n1.5,,-0.3\nNA,5.5,-999\n-999.0,2,3\n")
+    X, names = read_csv(str(path), missing=("", "NA", "-999"))
+    np.testing.assert_array_equal(X, [[1.5, np.nan, -0.3], [np.nan, 5.5, np.nan], [np.nan, 2, 3]])
+    assert names == ["a", "b", "c"]
+    # Only the cells named are missing.
+    with pytest.raises(Exception, match=r"line 3, column 1 \('a'\): non-numeric value 'NA' "
+                                        r"\(a missing entry\? pass --missing NA\)$"):
+        read_csv(str(path), missing=("",))
+
+
+def test_read_csv_missing_code_takes_numpys_pass_and_agrees_with_the_cell_reader(
+    tmp_path, monkeypatch
+):
+    from skflowsearch.cli import _layout
+
+    path = tmp_path / "codes.csv"
+    text = "a;b\n1,5;-999\n-999;2,5\n3;4\n"
+    path.write_text(text)
+    expected = [[1.5, np.nan], [np.nan, 2.5], [3.0, 4.0]]
+    slow, names = _read_csv_cells(str(path), text, _layout(text, str(path), missing=("-999",)))
+    np.testing.assert_array_equal(slow, expected)
+    _no_cell_reader(monkeypatch)
+    X, fast_names = read_csv(str(path), missing=("-999",))
+    np.testing.assert_array_equal(X, expected)
+    assert names == fast_names == ["a", "b"]
+
+
+def test_missing_cells_count_as_numbers_when_the_format_is_guessed(tmp_path):
+    path = tmp_path / "first-row-gap.csv"
+    path.write_text("NA;1\n2;3\n")
+    X, names = read_csv(str(path), missing=("NA",))  # data, not a header; ';' guessed
+    np.testing.assert_array_equal(X, [[np.nan, 1.0], [2.0, 3.0]])
+    assert names is None
+    assert read_csv(str(path))[1] == ["NA", "1"]  # without --missing, a header
+
+
+def test_missing_entries_from_the_command_line(tmp_path, data, capsys):
+    from sklearn.model_selection import train_test_split
+
+    train_rows, test_rows = train_test_split(np.arange(60), test_size=0.2, random_state=0)
+    X = data.copy()
+    X[train_rows[:3], [0, 1, 2]] = np.nan
+    X[test_rows[:2], [2, 0]] = np.nan
+    csv_path = _gaps_csv(tmp_path / "gaps.csv", X)
+    model_path = tmp_path / "model.joblib"
+    status = main(["search", str(csv_path), "--missing", "", "--output", str(model_path), *TINY])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "the flow is fitted on the 45 complete rows" in captured.err
+    assert "2 of the 12 held-out rows have missing entries: the held-out score is the mean " \
+           "over the others" in captured.out
+    model = joblib.load(model_path)
+    complete_test = np.sort(test_rows[2:])
+    expected = model.score(_with_names_like(model, data[complete_test]))
+    assert float(_table(captured.out)["searched"][0]) == pytest.approx(expected, abs=5e-4)
+
+    # score: a marginal density for each row with missing entries.
+    out_path = tmp_path / "scores.csv"
+    assert main(["score", str(model_path), str(csv_path), "--missing", "", "-o", str(out_path)]) == 0
+    _, rows = _read_output(out_path.read_text())
+    assert np.isfinite(rows).all()
+    np.testing.assert_allclose(rows[:, 0], model.score_samples(_with_names_like(model, X)),
+                               rtol=1e-12)
+    # ... which one threshold cannot flag beside complete rows.
+    status = main(["score", str(model_path), str(csv_path), "--missing", "", "--contamination", "0.1"])
+    assert "5 of the 60 rows of" in _assert_error(capsys, status)
+
+    # transform: no latent coordinate is known for a row with missing entries.
+    out_path = tmp_path / "latent.csv"
+    assert main(["transform", str(model_path), str(csv_path), "--missing", "", "-o",
+                 str(out_path)]) == 0
+    _, latent = _read_output(out_path.read_text())
+    incomplete = np.isnan(X).any(axis=1)
+    assert np.isnan(latent[incomplete]).all() and np.isfinite(latent[~incomplete]).all()
