@@ -28,13 +28,15 @@ for a random ranking).
 more than the share ``S`` of the rows: on pima (``--datasets pima
 --max-value-share 0.25``) the two columns that code missing entries as 0.
 
-``--missing-as-nan`` turns the codes of ``datasets_extra.MISSING_CODES``
-(pima's zeros where 0 cannot be a value) into NaN: the flows leave such rows
-out of their fit and score them by their marginal density, which
-``FlowOutlierDetector`` ranks among training rows with the same entries
-missing; IsolationForest takes NaN as it is; GMM and LOF see the column
-medians in their place (``SimpleImputer``, which changes nothing on complete
-tables).
+Missing entries coded as values (``datasets_extra.MISSING_CODES``: pima's
+zeros where 0 cannot be a value: glucose, blood pressure, skin thickness,
+insulin, BMI) are NaN, as the tables of a continuous density are prepared
+without point masses (``benchmarks/README.md``, section 16):
+the flows leave such rows out of their fit and score them by their marginal
+density, which ``FlowOutlierDetector`` ranks among training rows with the
+same entries missing; IsolationForest takes NaN as it is; GMM and LOF see
+the column medians in their place (``SimpleImputer``, which changes nothing
+on complete tables). ``--no-missing-as-nan`` leaves the codes in as values.
 
 ``--json PATH`` appends every fit's ROC AUC, average precision and time to
 PATH (one JSON line per table, seed and detector). With IsolationForest or
@@ -136,7 +138,7 @@ def split(X, is_outlier, seed):
     return X_train[:, varies], X_test[:, varies], out_test
 
 
-def evaluate(name, seeds, budget, detectors=DETECTORS, derived=False, max_value_share=None, missing_as_nan=False):
+def evaluate(name, seeds, budget, detectors=DETECTORS, derived=False, max_value_share=None, missing_as_nan=True):
     """Per detector: lists over seeds of (ROC AUC, average precision, fit seconds)."""
     results = {d: [] for d in detectors}
     for seed in seeds:
@@ -169,8 +171,9 @@ def main(argv=None):
                         help="append the difference of the first two columns to every table")
     parser.add_argument("--max-value-share", type=float, default=None,
                         help="drop the columns whose most frequent value holds more than this share of the rows")
-    parser.add_argument("--missing-as-nan", action="store_true",
-                        help="code the missing entries of datasets_extra.MISSING_CODES as NaN")
+    parser.add_argument("--missing-as-nan", action=argparse.BooleanOptionalAction, default=True,
+                        help="code the missing entries of datasets_extra.MISSING_CODES as NaN "
+                             "(--no-missing-as-nan: leave the codes in as values)")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="append every fit's result to PATH as a JSON line")
     args = parser.parse_args(argv)
@@ -221,7 +224,7 @@ def main(argv=None):
           + (f" Columns whose most frequent value holds more than {args.max_value_share:.0%} of the rows "
              "are dropped." if args.max_value_share is not None else "")
           + (" Missing entries coded as values are NaN (datasets_extra.MISSING_CODES)."
-             if args.missing_as_nan else ""))
+             if args.missing_as_nan else " Missing entries coded as values are left in."))
     print(machine_line() + "\n")
     print("### ROC AUC\n")
     print(markdown_table(headers, auc_rows))

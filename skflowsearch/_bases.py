@@ -273,8 +273,10 @@ def make_base(df=math.inf, mixture=None):
     return ProductBase(df) if mixture is None else GaussianMixtureBase(mixture)
 
 
-def fit_mixture(Z, n_components, covariance_type, reg_covar, seed):
+def fit_mixture(Z, n_components, covariance_type, reg_covar, seed, n_init=1):
     """A :class:`Mixture` fitted on rows ``Z`` by EM (scikit-learn's ``GaussianMixture``).
+
+    Of ``n_init`` initializations, the one with the best likelihood bound on ``Z`` is kept.
 
     Returns None when it cannot be fitted (more components than rows, or a
     numerically singular covariance).
@@ -282,7 +284,7 @@ def fit_mixture(Z, n_components, covariance_type, reg_covar, seed):
     if n_components > Z.shape[0]:
         return None
     model = GaussianMixture(n_components=n_components, covariance_type=covariance_type, reg_covar=reg_covar,
-                            random_state=seed % 2**32)
+                            n_init=n_init, random_state=seed % 2**32)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
